@@ -1,0 +1,1 @@
+"""The daemon: wires policy, IKE, the data path and the control socket together."""

@@ -1,0 +1,1 @@
+"""Sans-I/O IKE state machines (IKEv2 in v2/, IKEv1 in v1/)."""

@@ -1,0 +1,1 @@
+"""SAD, selectors, and protect/unprotect of ESP and AH packets."""

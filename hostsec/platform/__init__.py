@@ -1,0 +1,1 @@
+"""The operating system: TUN devices, routes and rules, firewall, sockets."""

@@ -1,0 +1,1 @@
+"""Policy files: schema, loader with file:line errors, directory watcher."""

@@ -1,0 +1,1 @@
+"""Byte formats only: no state, no I/O."""
