@@ -20,22 +20,16 @@ def udp_datagram(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes)
     return seg[:6] + struct.pack("!H", csum) + seg[8:]
 
 
-def ipv4_tcp(
-    src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 23
-) -> bytes:
+def ipv4_tcp(src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 23) -> bytes:
     seg = tcp_segment(src, dst, sport, dport, payload)
     return IPv4Header(src, dst, IPPROTO_TCP, identification=7).pack(len(seg)) + seg
 
 
-def ipv6_tcp(
-    src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 23
-) -> bytes:
+def ipv6_tcp(src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 23) -> bytes:
     seg = tcp_segment(src, dst, sport, dport, payload)
     return IPv6Header(src, dst, IPPROTO_TCP).pack(len(seg)) + seg
 
 
-def ipv4_udp(
-    src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 53
-) -> bytes:
+def ipv4_udp(src: bytes, dst: bytes, payload: bytes, sport: int = 40000, dport: int = 53) -> bytes:
     seg = udp_datagram(src, dst, sport, dport, payload)
     return IPv4Header(src, dst, IPPROTO_UDP).pack(len(seg)) + seg
