@@ -61,6 +61,9 @@ class SAD:
         table = self._ah if protocol is Protocol.AH else self._esp
         return table.pop(spi, None)
 
+    def entries(self) -> list[InboundEntry]:
+        return [*self._esp.values(), *self._ah.values()]
+
     def lookup(self, protocol: Protocol, spi: int) -> InboundEntry | None:
         table = self._ah if protocol is Protocol.AH else self._esp
         return table.get(spi)
