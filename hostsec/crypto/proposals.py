@@ -47,6 +47,13 @@ class Protocol(enum.IntEnum):
     ESP = 3
 
 
+class Mode(enum.Enum):
+    """IPsec mode of a CHILD SA (RFC 4301 4.1); negotiated along with its proposal."""
+
+    TRANSPORT = "transport"
+    TUNNEL = "tunnel"
+
+
 @dataclass(frozen=True, slots=True)
 class Encryption:
     """An encryption transform with its key length in bits (None: fixed by the transform)."""

@@ -15,17 +15,14 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
-from hostsec.crypto.proposals import Encryption, Protocol
+from hostsec.crypto.proposals import Encryption, Mode, Protocol
 from hostsec.crypto.transforms import ENCRYPTION, INTEGRITY, IntegId
 from hostsec.ipsec.errors import DropReason, Expired, SequenceExhausted
 from hostsec.ipsec.replay import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW
 from hostsec.ipsec.selectors import Selectors
 from hostsec.wire.esp import SPI_MIN
 
-
-class Mode(enum.Enum):
-    TRANSPORT = "transport"
-    TUNNEL = "tunnel"
+__all__ = ["Direction", "Lifetime", "Mode", "SAConfig", "SecurityAssociation", "UdpEncapsulation"]
 
 
 class Direction(enum.Enum):
