@@ -537,7 +537,8 @@ def _parse_flow(ctx: _Context, f: _Fields) -> Flow | None:
     protection = Protection(
         f.get("protection", lambda v: values.choice(v, tuple(Protection)), "esp")
     )
-    mode = Mode(f.get("mode", lambda v: values.choice(v, tuple(Mode)), "transport"))
+    modes = tuple(m.value for m in Mode)
+    mode = Mode(f.get("mode", lambda v: values.choice(v, modes), "transport"))
     keying = Keying(f.get("keying", lambda v: values.choice(v, tuple(Keying)), "ike"))
     require = f.get("require", values.expect_bool, True)
     replay_window = f.get(

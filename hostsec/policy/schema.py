@@ -11,11 +11,23 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from hostsec.crypto.proposals import Proposal
+from hostsec.crypto.proposals import Mode, Proposal
 from hostsec.policy.manual import ManualKeyFile
 from hostsec.policy.problems import Location
 from hostsec.policy.secret import Secret
 from hostsec.policy.values import IPAddress, PortRange
+
+__all__ = [
+    "Auth",
+    "Encapsulation",
+    "Flow",
+    "IkeV1Mode",
+    "Keying",
+    "Mode",  # hostsec.crypto.proposals.Mode, the one SAConfig takes
+    "Peer",
+    "Protection",
+    "Start",
+]
 
 
 class Auth(enum.StrEnum):
@@ -46,13 +58,6 @@ class Protection(enum.StrEnum):
     @property
     def ah(self) -> bool:
         return self is not Protection.ESP
-
-
-class Mode(enum.StrEnum):
-    """Same values as :class:`hostsec.ipsec.sa.Mode` (``sa.Mode(flow.mode.value)``)."""
-
-    TRANSPORT = "transport"
-    TUNNEL = "tunnel"
 
 
 class Start(enum.StrEnum):
