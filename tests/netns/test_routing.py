@@ -123,11 +123,17 @@ def test_ipv6_flow(pair) -> None:
     flow = FlowMatch.to_host("telnet6", "2001:db8::2", 6, remote_port=23)
     with _router(a) as router:
         router.start()
-        router.add_flow(flow, ipaddress.ip_address("2001:db8::1"))
+        table = router.add_flow(flow, ipaddress.ip_address("2001:db8::1"), mtu=1300)
         assert "to 2001:db8::2 fwmark 0/0x1000000 ipproto tcp dport 23" in _ip(a, "-6", "rule")
+        routes = _ip(a, "-6", "route", "show", "table", str(table))
+        assert "default dev hostsec0 proto 104 src 2001:db8::1 metric 1 mtu 1300" in routes
+        assert "blackhole default dev lo proto 104 metric 4294967295" in routes
         assert a.call(try_connect, "2001:db8::2", 23, 1.0) == "timeout"
         assert a.call(try_connect, "2001:db8::2", 80) == "connected"
         seen = collect(holder.conn, 0.5)
+        router.stop()
+        assert router.installed() == ([], [])
+        assert not _ip(a, "-6", "route", "show", "table", str(table)).strip()
     syns = [p for p in seen if p[0] >> 4 == 6 and tcp_ports(p) and tcp_ports(p)[1] == 23]
     assert syns and addresses(syns[0]) == ("2001:db8::1", "2001:db8::2")
 
