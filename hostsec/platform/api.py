@@ -136,8 +136,9 @@ class FlowRouter(Protocol):
 
     def start(self) -> None: ...
 
-    def add_flow(self, flow: FlowMatch, source: IPAddress, mtu: int | None = None) -> None:
-        """Route ``flow`` into the TUN with ``source`` as the packets' source address."""
+    def add_flow(self, flow: FlowMatch, source: IPAddress, mtu: int | None = None) -> int:
+        """Route ``flow`` into the TUN with ``source`` as the packets' source address
+        (and a path MTU of ``mtu``); the routing table (or the backend's equivalent)."""
         ...
 
     def remove_flow(self, name: str) -> None: ...

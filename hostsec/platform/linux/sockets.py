@@ -177,8 +177,9 @@ class UdpSocket:
         mark: int | None = BYPASS_MARK,
     ) -> None:
         self.version = version
+        # No SO_REUSEADDR: on Linux it lets a second UDP socket take the port over
+        # silently; a second agent on the same port must fail (EADDRINUSE) instead.
         self.sock = socket.socket(_family(version), socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _tune(self.sock, mark, rcvbuf, None)
         if version == 4:
             self.sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
