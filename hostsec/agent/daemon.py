@@ -87,6 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
+IDLE_CHECK = 5.0  # seconds between idle-timeout checks
 
 
 @dataclass
@@ -110,7 +111,7 @@ class FlowState:
     error: str = ""
     outbound_spi: int | None = None
     inbound: list[tuple[Protocol, int]] = field(default_factory=list)
-    last_bytes_in: int = 0
+    last_packets: int = -1  # packets both ways at the last idle check
     idle_since: float = 0.0
 
 
@@ -169,6 +170,7 @@ class Agent:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._linger: list[asyncio.TimerHandle] = []
+        self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -232,6 +234,7 @@ class Agent:
             self._loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
         self._loop.add_signal_handler(signal.SIGHUP, self.rescan)
         self._schedule_timer()
+        self._idle_task = self._loop.create_task(self._idle_loop())
         log.info("agent ready: %d peers, %d flows", len(self.policies.peers), len(self.flows))
 
     def stop(self, why: str = "stop requested") -> None:
@@ -241,6 +244,8 @@ class Agent:
     async def _teardown(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for handle in self._linger:
             handle.cancel()
         if self.watcher is not None:
@@ -672,6 +677,37 @@ class Agent:
         self.ike.handle_timer(now)
         self._flush_ike()
         self._schedule_timer()
+
+    async def _idle_loop(self) -> None:
+        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
+        either way for its idle_timeout; the flow falls back to its trap."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK)
+            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
+            if not watched or self.datapath is None:
+                continue
+            out_stats, in_stats = await self.datapath.stats()
+            now = time.monotonic()
+            for state in watched:
+                name = state.flow.name
+                packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
+                packets += sum(
+                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    for (_proto, spi, direction), sa in self.sas.items()
+                    if sa.flow == name and direction == "in"
+                )
+                if packets != state.last_packets:
+                    state.last_packets, state.idle_since = packets, now
+                    continue
+                assert state.flow.idle_timeout is not None
+                if now - state.idle_since >= state.flow.idle_timeout:
+                    if state.flow.keying is Keying.IKE:
+                        log.info(
+                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
+                        )
+                        self.ike.delete_child(state.peer.name, name, now)
+                        self._flush_ike()
+                    state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
 
