@@ -432,7 +432,7 @@ class EspSA(SecurityAssociation):
             raise Malformed("ESP padding is not the default monotonic sequence")
         next_header = plaintext[-1]
         if self._tunnel:
-            if next_header == IPPROTO_IPIP:
+            if next_header == IPPROTO_IPIP and stop >= IPV4_HEADER_LEN:
                 first, total = _INNER_V4.unpack_from(plaintext)
                 if first == 0x45 and IPV4_HEADER_LEN <= total <= stop:
                     return plaintext[:total]
