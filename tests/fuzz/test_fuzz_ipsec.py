@@ -220,7 +220,7 @@ def _inner(draw: st.DrawFn, v6: bool) -> bytes:
 # Tests
 
 
-@budget(700)
+@budget(500)
 @given(packet=_raw_packet(), which=st.integers(0, len(ZOO) - 1))
 def test_raw_packets_into_every_sa(packet: bytes, which: int) -> None:
     pair = ZOO[which]
@@ -230,7 +230,7 @@ def test_raw_packets_into_every_sa(packet: bytes, which: int) -> None:
         _expect_only_drops(pair.inbound.decapsulate, packet[20:], pair.keys, src, dst)
 
 
-@budget(500)
+@budget(300)
 @given(packet=_raw_packet(), bundle=st.integers(0, len(BUNDLES) - 1))
 def test_raw_packets_into_the_sad_and_bundles(packet: bytes, bundle: int) -> None:
     _expect_only_drops(SAD_.unprotect, packet, (b"", b""))
@@ -240,7 +240,7 @@ def test_raw_packets_into_the_sad_and_bundles(packet: bytes, bundle: int) -> Non
                            V4_B.packed)  # fmt: skip
 
 
-@budget(600)
+@budget(400)
 @given(data=st.data(), which=st.integers(0, len(ZOO) - 1),
        edits=st.lists(_edit, min_size=1, max_size=3))  # fmt: skip
 def test_mutated_genuine_packets(data: st.DataObject, which: int, edits: list) -> None:  # type: ignore[type-arg]
@@ -285,7 +285,7 @@ def _seal(pair: Pair, seq: int, plaintext: bytes) -> bytes:
 ESP_PAIRS = [i for i, p in enumerate(ZOO) if isinstance(p.inbound, EspSA)]
 
 
-@budget(700)
+@budget(400)
 @given(
     which=st.sampled_from(ESP_PAIRS),
     body=st.binary(max_size=80),

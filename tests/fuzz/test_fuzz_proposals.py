@@ -22,7 +22,7 @@ _ALPHABET = st.sampled_from([*"aes128gcm16sha256modp2048-,_ \t", "\x00", "İ", "
 TEXT = st.one_of(st.text(max_size=60), st.text(alphabet=_ALPHABET, max_size=60))
 
 
-@budget(1500)
+@budget(800)
 @given(text=TEXT, protocol=st.sampled_from(list(Protocol)))
 def test_parse_proposal(text: str, protocol: Protocol) -> None:
     try:
@@ -33,7 +33,7 @@ def test_parse_proposal(text: str, protocol: Protocol) -> None:
     assert parse_proposal(format_proposal(proposal), protocol) == proposal
 
 
-@budget(500)
+@budget(200)
 @given(texts=st.lists(TEXT, max_size=4), protocol=st.sampled_from(list(Protocol)))
 def test_parse_proposals(texts: list[str], protocol: Protocol) -> None:
     try:

@@ -90,7 +90,7 @@ PARSERS: list[tuple[str, Callable[[bytes], object]]] = [
 ]  # fmt: skip
 
 
-@budget(1200)
+@budget(800)
 @given(data=RAW)
 def test_wire_parsers(data: bytes) -> None:
     """Every parser sees every input, as bytes, bytearray and memoryview."""

@@ -116,8 +116,11 @@ def replay_window(sa: EspSA | AhSA) -> ReplayWindow:
 
 
 def start_inbound_at(sa: EspSA | AhSA, seq: int) -> None:
-    """Make an inbound SA behave as if it had verified every sequence number up to ``seq``
-    (so that ESN inference puts the next packets in ``seq``'s 2^32 subspace)."""
+    """Make a fresh inbound SA behave as if it had verified the last window's worth of
+    sequence numbers up to ``seq`` (so that ESN inference puts the next packets in
+    ``seq``'s 2^32 subspace). Only the window's public check/update are used, whatever
+    its representation."""
     window = replay_window(sa)
-    window.top = seq
-    window.bitmap = window.mask if seq >= window.size else (1 << seq) - 1
+    assert window.top == 0, "start_inbound_at() wants a fresh SA"
+    for n in range(max(1, seq - window.size + 1), seq + 1):
+        window.update(n)

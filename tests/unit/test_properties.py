@@ -17,11 +17,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hostsec.crypto.proposals import Protocol
-from hostsec.ipsec.errors import PacketDropped, PolicyViolation
+from hostsec.ipsec.errors import (
+    AuthenticationFailed,
+    DropReason,
+    DummyPacket,
+    PacketDropped,
+    PolicyViolation,
+)
+from hostsec.ipsec.esp import EspSA
 from hostsec.ipsec.sa import Mode
-from hostsec.wire.ip import IPPROTO_FRAGMENT, internet_checksum, walk_ipv6
+from hostsec.wire.ip import IPPROTO_FRAGMENT, IPv6Header, internet_checksum, walk_ipv6
 
-from .packets import budget, ipv4_packets, ipv6_packets, route_ipv6
+from .packets import (
+    A4,
+    A6,
+    B4,
+    B6,
+    budget,
+    ipv4_packets,
+    ipv4_tcp,
+    ipv6_packets,
+    ipv6_tcp,
+    route_ipv6,
+)
 from .sa_factory import sa_pair
 from .test_roundtrip import AH_PROPOSALS, ESP_PROPOSALS
 
@@ -43,7 +61,7 @@ def _has_fragment_header(packet: bytes) -> bool:
 @pytest.mark.parametrize("transform", TRANSFORMS, ids=_ids)
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@budget(12)
+@budget(6)
 @given(data=st.data(), esn=st.booleans(), udp=st.booleans())
 def test_round_trip(
     transform: tuple[str, Protocol], mode: Mode, v6: bool, esn: bool, udp: bool, data: st.DataObject
@@ -85,6 +103,47 @@ def test_transport_mode_refuses_fragments(v6: bool, data: st.DataObject) -> None
         assert out.stats.drops
     else:
         out.protect(packet)
+
+
+def test_tunnel_mode_tfc_padding_and_dummy_packets() -> None:
+    """RFC 4303 2.7: traffic flow confidentiality padding after the inner packet is cut
+    off by the inner length; RFC 4303 2.6: a dummy packet (next header 59) is dropped as
+    such and counted."""
+    for v6 in (False, True):
+        out, inbound = sa_pair("aes128gcm16", mode=Mode.TUNNEL, v6=v6)
+        assert isinstance(out, EspSA) and isinstance(inbound, EspSA)
+        inner = ipv6_tcp(A6, B6, b"tfc") if v6 else ipv4_tcp(A4, B4, b"tfc")
+        src, dst = (A6, B6) if v6 else (A4, B4)
+        esp = out.seal(41 if v6 else 4, inner + bytes(37))
+        assert inbound.decapsulate(esp, src, dst) == inner
+        with pytest.raises(DummyPacket):
+            inbound.decapsulate(out.seal(59, bytes(20)), src, dst)
+        assert inbound.stats.drops == {DropReason.DUMMY: 1}
+
+
+def test_ah_ipv6_option_mutability() -> None:
+    """Hop-by-hop option data marked "may change en route" is not covered by AH's ICV:
+    a router may rewrite it. The option type and the data of other options are."""
+    # next header TCP, 16 octets; option 0x3e "MUT!" at 42, option 0x1e "IMM!" at 48, PadN.
+    hop_by_hop = b"\x06\x01" + b"\x3e\x04MUT!" + b"\x1e\x04IMM!" + b"\x01\x00"
+    segment = ipv6_tcp(A6, B6, b"opt")[40:]
+    packet = IPv6Header(A6, B6, 0).pack(len(hop_by_hop) + len(segment)) + hop_by_hop + segment
+    out, inbound = sa_pair("sha256", Protocol.AH, v6=True)
+    keys = (inbound.config.encryption_key, inbound.config.integrity_key)
+    wire = out.protect(packet)
+    mutable = 40 + 4  # first octet of "MUT!"
+    for index, passes in ((mutable, True), (mutable + 3, True), (mutable + 6, False),
+                          (42, False), (48, False)):  # fmt: skip
+        _, inbound = sa_pair("sha256", Protocol.AH, v6=True, keys=keys)
+        received = bytearray(wire)
+        received[index] ^= 0x10
+        if passes:
+            expected = bytearray(packet)
+            expected[index] ^= 0x10
+            assert inbound.unprotect(bytes(received)) == bytes(expected)
+        else:
+            with pytest.raises(AuthenticationFailed):
+                inbound.unprotect(bytes(received))
 
 
 # ---------------------------------------------------------------------------

@@ -287,7 +287,7 @@ _soup = st.lists(
 )
 
 
-@budget(1500)
+@budget(600)
 @given(tokens=_soup, protocol=st.sampled_from(list(Protocol)))
 def test_keyword_soup(tokens: list[str], protocol: Protocol) -> None:
     text = "-".join(tokens)

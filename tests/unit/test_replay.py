@@ -100,10 +100,9 @@ def test_esn_window_across_2_32_matches_the_model(
     so the packet counts as accepted only if the guess was right."""
     start = (1 << 32) - below
     window, model = ReplayWindow(size, esn=True), Model(size)
-    window.top = start - 1  # as if everything up to start-1 had arrived
-    window.bitmap = window.mask
-    model.top = start - 1
-    model.seen = set(range(max(1, start - size), start))
+    for seq in range(start - size, start):  # as if everything up to start-1 had arrived
+        window.update(seq)
+        model.accept(seq)
     for seq in data.draw(_arrivals(start)):
         top = window.top
         inferred = window.infer(seq & LOW32)

@@ -84,7 +84,7 @@ def _equal_ones_complement(a: int, b: int) -> bool:
     return a == b or {a, b} == {0, 0xFFFF}
 
 
-@budget(400)
+@budget(300)
 @given(data=st.binary(max_size=200), initial=st.integers(0, 0xFFFF))
 def test_checksum_matches_rfc1071(data: bytes, initial: int) -> None:
     assert _equal_ones_complement(ones_complement_sum(data, initial), ref_sum(data, initial))
@@ -113,7 +113,7 @@ def test_rfc1624_section4_example() -> None:
     assert ref_checksum(b"\xcd\x7a\x32\x85") == 0x0000
 
 
-@budget(400)
+@budget(200)
 @given(data=st.data())
 def test_incremental_update_equals_full_recomputation(data: st.DataObject) -> None:
     """RFC 1624 eqn. 3 on a field of any even length at any even offset (except the
@@ -145,7 +145,7 @@ def test_checksum_adjust_refuses_odd_or_unequal_fields() -> None:
         checksum_adjust(0, b"\x00\x00", b"\x00\x00\x00\x00")
 
 
-@budget(300)
+@budget(150)
 @given(
     packet=ipv4_packets(max_payload=0),
     protocol=st.integers(0, 255),
@@ -165,7 +165,7 @@ def test_transport_mode_header_rewrite(packet: bytes, protocol: int, length: int
     assert rewritten == bytes(expected)
 
 
-@budget(200)
+@budget(100)
 @given(payload=st.binary(max_size=100), sport=st.integers(0, 0xFFFF), v6=st.booleans())
 def test_transport_checksum_agrees_with_scapy(payload: bytes, sport: int, v6: bool) -> None:
     src, dst = (A6, B6) if v6 else (A4, B4)
@@ -199,7 +199,7 @@ def test_transport_checksum_agrees_with_scapy(payload: bytes, sport: int, v6: bo
 # IPv4 and IPv6 headers
 
 
-@budget(200)
+@budget(100)
 @given(packet=ipv4_packets(max_payload=30))
 def test_ipv4_header_against_scapy(packet: bytes) -> None:
     header = IPv4Header.parse(packet)
@@ -294,7 +294,7 @@ def _scapy_chain(kinds: list[str], upper: str, data: st.DataObject) -> object:
 _PROTOCOLS = {"hbh": 0, "dst": 60, "rt": 43, "frag": 44, "ah": 51}
 
 
-@budget(200)
+@budget(120)
 @given(kinds=st.lists(_EXT, max_size=5), upper=st.sampled_from(["tcp", "udp", "icmp"]),
        data=st.data())  # fmt: skip
 def test_walk_ipv6_against_scapy(kinds: list[str], upper: str, data: st.DataObject) -> None:
