@@ -28,7 +28,7 @@ from hostsec.crypto.cipher import make_aead, make_cipher
 from hostsec.crypto.integ import HmacMac, XcbcMac, make_mac
 from hostsec.crypto.proposals import Encryption, Protocol
 from hostsec.crypto.transforms import EncrId, IntegId
-from hostsec.ipsec.errors import AuthenticationFailed
+from hostsec.ipsec.errors import AuthenticationFailed, Replayed
 from hostsec.ipsec.esp import EspSA
 from hostsec.ipsec.sa import Direction, Mode, SAConfig
 from tests.conftest import VECTORS
@@ -167,6 +167,8 @@ def test_rfc3602_esp_published_packet_decrypts(case: dict[str, Any]) -> None:
             # No outer header to keep: the SA builds one (DF, TTL 64) from the addresses.
             assert inner == _ipv4(src, dst, case["next_header"], payload)
     # The same bytes once more are a replay; one bit off is a forgery.
+    with pytest.raises(Replayed):
+        inbound.decapsulate(esp, src, dst)
     forged = bytearray(esp)
     forged[30] ^= 0x01
     again = _rfc3602_sa(case, Direction.INBOUND)
