@@ -31,6 +31,7 @@ from hostsec.ipsec.errors import (
     PacketDropped,
     PolicyViolation,
     SelectorMismatch,
+    UnknownSPI,
 )
 from hostsec.ipsec.headers import (
     DEFAULT_TTL,
@@ -328,6 +329,9 @@ class EspSA(SecurityAssociation):
         """(next header, plaintext, end of the payload in the plaintext)."""
         if len(esp) < self._min_len:
             raise Malformed("ESP packet too short for its transform")
+        if esp[:4] != self._spi_bytes:
+            # With ESN the AAD carries the SA's SPI, not the packet's: check it here.
+            raise UnknownSPI("ESP SPI is not this SA's")
         seq = _U32.unpack_from(esp, 4)[0]
         window = self._window
         if window is not None:
@@ -403,6 +407,8 @@ class EspSA(SecurityAssociation):
             seq = _U32.unpack_from(packet, start + 4)[0]
         if end - start < self._min_len:
             raise Malformed("ESP packet too short for its transform")
+        if packet[start : start + 4] != self._spi_bytes:
+            raise UnknownSPI("ESP SPI is not this SA's")
         window = self._window
         if window is not None:
             if self._esn:
@@ -432,7 +438,7 @@ class EspSA(SecurityAssociation):
             raise Malformed("ESP padding is not the default monotonic sequence")
         next_header = plaintext[-1]
         if self._tunnel:
-            if next_header == IPPROTO_IPIP:
+            if next_header == IPPROTO_IPIP and stop >= IPV4_HEADER_LEN:
                 first, total = _INNER_V4.unpack_from(plaintext)
                 if first == 0x45 and IPV4_HEADER_LEN <= total <= stop:
                     return plaintext[:total]
