@@ -379,7 +379,10 @@ class Agent:
     def _sync_ike_configs(self) -> None:
         configs = []
         for peer in self.policies.peers.values():
-            if peer.auth is None or peer.ike_version != 2:
+            if peer.auth is None:
+                continue
+            if peer.ike_version != 2:
+                log.error("peer %s: IKEv1 is not implemented yet; its flows stay down", peer.name)
                 continue
             flows = [f for f in self.policies.flows_of(peer.name) if f.keying is Keying.IKE]
             try:
@@ -483,7 +486,12 @@ class Agent:
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
-            state.state, state.error = "failed", "IKE is not configured for its peer"
+            why = (
+                "IKEv1 is not implemented yet"
+                if peer.ike_version != 2
+                else "IKE could not be configured for its peer (see the log)"
+            )
+            state.state, state.error = "failed", why
             return
         child = child_config(state.flow, peer, state.local)
         state.state = "acquiring"
