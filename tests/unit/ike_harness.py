@@ -12,6 +12,7 @@ then on (strongSwan's ``nonce_first_byte``), to decide who wins a collision.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -24,7 +25,6 @@ from hostsec.crypto.certs import Identity
 from hostsec.crypto.proposals import Mode, Protocol, parse_proposals
 from hostsec.ike.v2.child import ChildSA
 from hostsec.ike.v2.config import (
-    CertAuth,
     ChildConfig,
     IkeConfig,
     Lifetimes,
@@ -57,7 +57,7 @@ from hostsec.wire.ikev2 import (
     parse_payloads,
 )
 from hostsec.wire.selectors import TrafficSelector
-from hostsec.wire.udpencap import NAT_T_PORT, NON_ESP_MARKER
+from hostsec.wire.udpencap import NON_ESP_MARKER
 
 IPv4 = ipaddress.IPv4Address
 A_ADDR = IPv4("198.51.100.1")
@@ -441,10 +441,8 @@ class Link:
                 fragment = (enc.fragment_number, enc.total_fragments)
             if sa is not None and sa.protector is not None and fragment is None:
                 opened = sa.protector.open(packet.ike, enc)
-                try:
+                with contextlib.suppress(MalformedPacket):
                     payloads += list(parse_payloads(opened.first_payload_type, opened.octets))
-                except MalformedPacket:
-                    pass
         names = [PayloadType(p.payload_type).name for p in payloads if _known(p.payload_type)]
         notifies = [_notify_name(p.notify_type) for p in payloads if isinstance(p, Notify)]
         deletes = [(p.protocol, len(p.spis)) for p in payloads if isinstance(p, Delete)]

@@ -662,7 +662,10 @@ class IkeSA:
                 + ("this host is behind a NAT" if self.nat_local else "the peer is behind a NAT")
                 + (" (encapsulation forced)" if self.config.encapsulation == "force" else "")
             )
-            self._float()
+            if not responder_view:
+                # The initiator moves to port 4500 now; the responder follows when a
+                # request arrives there, from whatever port the NAT gave it (2.23).
+                self._float()
 
     # ------------------------------------------------------------------ IKE_AUTH helpers
 
