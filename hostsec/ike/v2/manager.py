@@ -105,8 +105,8 @@ class IkeManager:
         for key in [k for k, v in self.sas.items() if v is sa]:
             del self.sas[key]
         self.half_open_done(sa)
-        for key in [k for k, v in self._inits.items() if v is sa]:
-            del self._inits[key]
+        for init in [k for k, v in self._inits.items() if v is sa]:
+            del self._inits[init]
         out, events = sa.poll()
         self._out += out
         self._events += events
