@@ -157,6 +157,7 @@ class Summary:
     notifies: list[str]
     deletes: list[tuple[int, int]]  # (protocol, number of SPIs)
     fragment: tuple[int, int] | None = None
+    objects: list[Any] = field(default_factory=list)  # the payloads themselves
 
     def has(self, notify: NotifyType) -> bool:
         return notify.name in self.notifies
@@ -326,6 +327,20 @@ class Link:
             return None
         return Packet(to, t.data, src, dst, next(self.counter))
 
+    def lose_first(self, match: Callable[[Summary], bool], count: int = 1) -> list[Packet]:
+        """Drop the first ``count`` datagrams whose summary matches; returns them (filled
+        in as they are lost)."""
+        lost: list[Packet] = []
+
+        def drop(p: Packet) -> bool:
+            if len(lost) < count and match(self.describe(p)):
+                lost.append(p)
+                return True
+            return False
+
+        self.drop = drop
+        return lost
+
     def send(self, packet: Packet) -> None:
         """Put a datagram on the wire, through the filters."""
         self.sent.append(packet)
@@ -446,7 +461,9 @@ class Link:
         names = [PayloadType(p.payload_type).name for p in payloads if _known(p.payload_type)]
         notifies = [_notify_name(p.notify_type) for p in payloads if isinstance(p, Notify)]
         deletes = [(p.protocol, len(p.spis)) for p in payloads if isinstance(p, Delete)]
-        return Summary(exchange, h.response, h.message_id, names, notifies, deletes, fragment)
+        return Summary(
+            exchange, h.response, h.message_id, names, notifies, deletes, fragment, payloads
+        )
 
     def trace(self, packets: Iterable[Packet] | None = None) -> list[str]:
         """One line per datagram sent so far (for assertion messages)."""
@@ -582,3 +599,97 @@ def settle(link: Link) -> tuple[ChildSAUp, ChildSAUp]:
     for h in link.hosts():
         check_events(h)
     return ua, ub
+
+
+# ---------------------------------------------------------------------- a tiny PKI
+
+
+@dataclass
+class Issued:
+    cert: Any  # x509.Certificate
+    key: Any  # its private key
+
+
+def _name(cn: str) -> Any:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hostsec test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+_KEYS: dict[tuple[str, str], Any] = {}
+
+
+def new_key(kind: str = "ecdsa", label: str = "") -> Any:
+    """A private key, cached per (kind, label): RSA key generation is slow."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if (kind, label) not in _KEYS:
+        if kind == "rsa":
+            key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        _KEYS[(kind, label)] = key
+    return _KEYS[(kind, label)]
+
+
+def issue(
+    cn: str,
+    issuer: Issued | None = None,
+    *,
+    key: Any = None,
+    ca: bool = False,
+    san: str | None = None,
+    not_before: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    not_after: datetime = datetime(2027, 12, 31, tzinfo=UTC),
+) -> Issued:
+    """A certificate for ``cn`` signed by ``issuer`` (self-signed without one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    key = key if key is not None else new_key("ecdsa", cn)
+    subject = _name(cn)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if san:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
+        )
+    signer = issuer.key if issuer else key
+    return Issued(builder.sign(signer, hashes.SHA256()), key)
+
+
+def cert_auth(leaf: Issued, *anchors: Issued, chain: tuple[Issued, ...] = ()) -> Any:
+    """CertAuth for ``leaf`` (sending ``chain`` too) trusting ``anchors``."""
+    from hostsec.crypto.certs import Credentials, TrustStore
+    from hostsec.ike.v2.config import CertAuth
+
+    credentials = Credentials((leaf.cert, *(c.cert for c in chain)), leaf.key)
+    return CertAuth(credentials, TrustStore([a.cert for a in anchors]))

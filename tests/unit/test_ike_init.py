@@ -161,16 +161,9 @@ def test_an_ike_sa_init_replayed_after_establishment_creates_no_state() -> None:
 def test_lost_ike_sa_init_request_and_response_are_retransmitted() -> None:
     for lose in ("request", "response"):
         link = Link()
-        lost: list[Packet] = []
-
-        def drop(p: Packet, lose: str = lose, lost: list[Packet] = lost, link: Link = link) -> bool:
-            s = link.describe(p)
-            if not lost and s.exchange == "IKE_SA_INIT" and s.response == (lose == "response"):
-                lost.append(p)
-                return True
-            return False
-
-        link.drop = drop
+        lost = link.lose_first(
+            lambda s, r=(lose == "response"): s.exchange == "IKE_SA_INIT" and s.response == r
+        )
         link.establish()
         assert not link.a.ike_up()
         link.advance(1.0)

@@ -877,37 +877,42 @@ class IkeSA:
         transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         # The peer's TSi are its side (our remote), TSr ours (our local).
         candidates = [rekey_of.config] if rekey_of is not None else list(self.config.children)
-        chosen_config: ChildConfig | None = None
-        local_ts: list[TrafficSelector] = []
-        remote_ts: list[TrafficSelector] = []
+        # The first configuration whose selectors overlap the peer's and that accepts one
+        # of its proposals in the mode it asked for; the refusal names what went wrong
+        # with the first one whose selectors matched.
+        refusal: str | None = None
+        chosen: tuple[ChildConfig, int, Proposal, list[TrafficSelector], list[TrafficSelector]]
         for config in candidates:
             local_ts = narrow(tsr, config.local_ts)
             remote_ts = narrow(tsi, config.remote_ts)
-            if local_ts and remote_ts:
-                chosen_config = config
-                break
-        if chosen_config is None:
-            self.log("no CHILD SA configuration matches the peer's traffic selectors")
-            return [Notify(NotifyType.TS_UNACCEPTABLE)]
-        configured = list(chosen_config.proposals)
-        if in_ike_auth:
-            configured = without_dh(configured)
-        selected = select_proposal([p for p, _ in offers], configured)
-        if selected is None:
-            self.log(f"no acceptable CHILD SA proposal for {chosen_config.name}")
+            if not local_ts or not remote_ts:
+                continue
+            configured = list(config.proposals)
+            if in_ike_auth:
+                configured = without_dh(configured)
+            selected = select_proposal([p for p, _ in offers], configured)
+            if selected is None:
+                refusal = refusal or f"no acceptable CHILD SA proposal for {config.name}"
+                continue
+            if (config.mode is Mode.TRANSPORT) != transport:
+                # Never silently turn a transport request into a tunnel (or back).
+                refusal = refusal or (
+                    f"{config.name}: peer asked for {'transport' if transport else 'tunnel'} "
+                    f"mode, configured {config.mode.value}"
+                )
+                continue
+            chosen = (config, selected[0], selected[1], local_ts, remote_ts)
+            break
+        else:
+            if refusal is None:
+                self.log("no CHILD SA configuration matches the peer's traffic selectors")
+                return [Notify(NotifyType.TS_UNACCEPTABLE)]
+            self.log(refusal)
             return [Notify(NotifyType.NO_PROPOSAL_CHOSEN)]
-        index, proposal = selected
+        chosen_config, index, proposal, local_ts, remote_ts = chosen
         peer_spi = offers[index][1]
         if len(peer_spi) != 4:
             return [Notify(NotifyType.INVALID_SYNTAX)]
-        if (chosen_config.mode is Mode.TRANSPORT) != transport:
-            # strongSwan pitfall: never silently turn a transport request into a tunnel.
-            self.log(
-                f"{chosen_config.name}: peer asked for "
-                f"{'transport' if transport else 'tunnel'} mode, configured "
-                f"{chosen_config.mode.value}"
-            )
-            return [Notify(NotifyType.NO_PROPOSAL_CHOSEN)]
         shared = None
         out: list[Payload] = []
         if proposal.dh:
