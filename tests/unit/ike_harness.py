@@ -393,6 +393,14 @@ class Link:
         self.deliver(packet)
         return packet
 
+    def find(self, to: str, match: Callable[[Summary], bool]) -> int:
+        """Index (for :meth:`step` and :meth:`take`) of the first pending datagram to
+        ``to`` whose summary matches."""
+        for i, p in enumerate(self.pending(to)):
+            if match(self.describe(p)):
+                return i
+        raise AssertionError(f"nothing pending to {to} matches")
+
     def deliver_one(self) -> bool:
         self.collect()
         if not self.in_flight:

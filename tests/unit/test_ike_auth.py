@@ -429,6 +429,7 @@ def test_initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() -> None
     link.establish()
     (old_b,) = link.b.children_up()
     # A restarts: a fresh manager, same configuration, no memory of the old SAs.
+    link.now += 5.0
     link.a.manager = link._manager("a", link.a.manager.configs["b"], 7, datetime.now(UTC), {})
     link.a.events.clear()
     link.establish()
@@ -446,7 +447,14 @@ def test_initial_contact_leaves_other_negotiations_alone() -> None:
     link = Link(b_config=peer_config(False, children=(child(a_side=False),)))
     link.a.manager.initiate("b", list(link.a.manager.configs["b"].children), link.now)
     link.b.manager.initiate("a", list(link.b.manager.configs["a"].children), link.now)
-    link.run()
+    link.step("b")  # A's IKE_SA_INIT
+    link.step("a")  # B's IKE_SA_INIT
+    link.step("a")  # response to A: A sends IKE_AUTH
+    link.step("b")  # response to B: B sends IKE_AUTH
+    link.step("b", link.find("b", lambda s: not s.response))  # A's IKE_AUTH: B is up
+    link.step("a", link.find("a", lambda s: s.response))  # its response: A's SA is up
+    assert link.a.ike_up() and link.b.ike_up()
+    link.run()  # B's IKE_AUTH reaches A after A's own SA came up
     for host in link.hosts():
         check_events(host)
         assert len(host.ike_up()) == 2 and not host.ike_down(), host.name

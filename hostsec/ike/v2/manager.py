@@ -190,9 +190,19 @@ class IkeManager:
         self._retry.append((now + self.rng.uniform(1.0, 5.0), sa.name, config))
 
     def initial_contact(self, sa: IkeSA, remote_id: Identity, now: float) -> None:
-        """RFC 7296 2.4: the peer restarted; our older IKE SAs with it are stale."""
+        """RFC 7296 2.4: the peer restarted; our older IKE SAs with it are stale.
+
+        Only SAs that were up before the peer started ``sa`` are: when both ends start at
+        once, each IKE_AUTH carries INITIAL_CONTACT and neither SA may take the other down.
+        """
         for other in list(self.sas.values()):
-            if other is not sa and other.name == sa.name and other.remote_id == remote_id:
+            if (
+                other is not sa
+                and other.name == sa.name
+                and other.remote_id == remote_id
+                and other.established_at is not None
+                and other.established_at < sa.created
+            ):
                 other.log("INITIAL_CONTACT from the peer: dropping this stale IKE SA")
                 other._die("replaced after the peer restarted (INITIAL_CONTACT)", now)
 
