@@ -144,7 +144,12 @@ class IkeManager:
         """The usable IKE SA with peer ``peer`` (the newest one)."""
         best: IkeSA | None = None
         for sa in self.sas.values():
-            if sa.name != peer or sa.state in (IkeState.DEAD, IkeState.REKEYED, IkeState.DELETING):
+            if sa.name != peer or sa.state in (
+                IkeState.DEAD,
+                IkeState.CREATED,
+                IkeState.REKEYED,
+                IkeState.DELETING,
+            ):
                 continue
             if best is None or sa.created > best.created:
                 best = sa
