@@ -45,6 +45,7 @@ from hostsec.ike.v2.events import (
 )
 from hostsec.ike.v2.ikesa import IkeSA, IkeState
 from hostsec.ike.v2.manager import IkeManager
+from hostsec.ike.v2.protect import DecryptionFailed
 from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.ikev2 import (
     SKF,
@@ -140,6 +141,7 @@ class Packet:
     src: Endpoint
     dst: Endpoint
     number: int = 0  # order of sending over the life of the link
+    summary: Summary | None = field(default=None, repr=False)  # as decrypted when sent
 
     @property
     def ike(self) -> bytes:
@@ -158,6 +160,8 @@ class Summary:
     deletes: list[tuple[int, int]]  # (protocol, number of SPIs)
     fragment: tuple[int, int] | None = None
     objects: list[Any] = field(default_factory=list)  # the payloads themselves
+    encrypted: bool = False
+    decrypted: bool = False
 
     def has(self, notify: NotifyType) -> bool:
         return notify.name in self.notifies
@@ -344,6 +348,8 @@ class Link:
     def send(self, packet: Packet) -> None:
         """Put a datagram on the wire, through the filters."""
         self.sent.append(packet)
+        with contextlib.suppress(MalformedPacket):
+            packet.summary = self._summarise(packet)
         if self.drop(packet):
             self.dropped.append(packet)
             return
@@ -446,7 +452,14 @@ class Link:
     # ------------------------------------------------------------------ looking inside
 
     def describe(self, packet: Packet) -> Summary:
-        """Decrypt ``packet`` with its receiver's keys and say what it carries."""
+        """Say what ``packet`` carries, decrypted with its receiver's keys (at the time it
+        was sent: the SA may be gone since)."""
+        summary = packet.summary
+        if summary is None or (summary.encrypted and not summary.decrypted):
+            summary = packet.summary = self._summarise(packet)
+        return summary
+
+    def _summarise(self, packet: Packet) -> Summary:
         msg = parse_message(packet.ike)
         h = msg.header
         try:
@@ -456,6 +469,7 @@ class Link:
         payloads = list(msg.payloads)
         fragment = None
         enc = msg.encrypted
+        decrypted = False
         if enc is not None:
             receiver = self.host(packet.to).manager
             sa = receiver.sas.get((h.spi_i, h.spi_r))
@@ -463,14 +477,26 @@ class Link:
             if isinstance(enc, SKF):
                 fragment = (enc.fragment_number, enc.total_fragments)
             if sa is not None and sa.protector is not None and fragment is None:
-                opened = sa.protector.open(packet.ike, enc)
-                with contextlib.suppress(MalformedPacket):
+                try:
+                    opened = sa.protector.open(packet.ike, enc)
                     payloads += list(parse_payloads(opened.first_payload_type, opened.octets))
+                    decrypted = True
+                except (DecryptionFailed, MalformedPacket):
+                    pass
         names = [PayloadType(p.payload_type).name for p in payloads if _known(p.payload_type)]
         notifies = [_notify_name(p.notify_type) for p in payloads if isinstance(p, Notify)]
         deletes = [(p.protocol, len(p.spis)) for p in payloads if isinstance(p, Delete)]
         return Summary(
-            exchange, h.response, h.message_id, names, notifies, deletes, fragment, payloads
+            exchange,
+            h.response,
+            h.message_id,
+            names,
+            notifies,
+            deletes,
+            fragment,
+            payloads,
+            encrypted=enc is not None,
+            decrypted=decrypted,
         )
 
     def trace(self, packets: Iterable[Packet] | None = None) -> list[str]:

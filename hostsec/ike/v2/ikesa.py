@@ -1861,7 +1861,10 @@ class RekeyIkeTask(Task):
             return None
         self.spi_i = sa.manager.new_ike_spi()
         self.ni = sa.random(NONCE_LEN)
-        group = self.group or (sa.proposal.dh[0] if sa.proposal else None)
+        current = sa.proposal.dh[0] if sa.proposal and sa.proposal.dh else None
+        if current is None or not any(current in p.dh for p in sa.config.proposals):
+            current = first_dh_group(sa.config.proposals)  # the policy changed
+        group = self.group or current
         assert group is not None
         self.kex = new_key_exchange(group)
         return [
