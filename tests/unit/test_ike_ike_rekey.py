@@ -343,7 +343,7 @@ def test_child_rekey_queued_on_the_old_ike_sa_moves_to_the_new_one() -> None:
     link.b.sa().rekey_child(spi, link.now)  # goes over the new SA
     assert old.active is None
     link.run()
-    ua, ub = settle(link)
+    _, ub = settle(link)
     assert ub.replaces == spi
     check_ike_pair(link)
     teardown(link)
