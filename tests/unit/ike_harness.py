@@ -141,6 +141,7 @@ class Packet:
     src: Endpoint
     dst: Endpoint
     number: int = 0  # order of sending over the life of the link
+    sent_at: float = 0.0
     summary: Summary | None = field(default=None, repr=False)  # as decrypted when sent
 
     @property
@@ -329,7 +330,7 @@ class Link:
             to = "a"
         else:
             return None
-        return Packet(to, t.data, src, dst, next(self.counter))
+        return Packet(to, t.data, src, dst, next(self.counter), self.now)
 
     def lose_first(self, match: Callable[[Summary], bool], count: int = 1) -> list[Packet]:
         """Drop the first ``count`` datagrams whose summary matches; returns them (filled
