@@ -101,10 +101,12 @@ class ControlServer:
             writer.close()
 
 
-def request(run_dir: Path, command: str, timeout: float = 10.0, **arguments: Any) -> Any:
+def request(
+    run_dir: Path, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0
+) -> Any:
     """Send one request to the agent of ``run_dir``; the result, or ControlError."""
     path = socket_path(run_dir)
-    payload = json.dumps({"command": command, **arguments}).encode() + b"\n"
+    payload = json.dumps({"command": command, **(arguments or {})}).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)

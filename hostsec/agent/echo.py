@@ -1,7 +1,8 @@
 """A TCP echo service and a verifying client: the "telnet session" of the demo and tests.
 
     python -m hostsec.agent.echo serve ADDRESS PORT            # echo every byte back
-    python -m hostsec.agent.echo client ADDRESS PORT NBYTES    # send NBYTES, expect them back
+    python -m hostsec.agent.echo client ADDRESS PORT NBYTES [TIMEOUT [LABEL]]
+                                                              # send NBYTES, expect them back
 
 The client sends a deterministic pseudo-random stream and checks every byte that comes
 back; it prints one JSON line ({"ok": ..., "bytes": ..., "seconds": ...}) and exits 0 only
@@ -42,18 +43,21 @@ def serve(address: str, port: int) -> None:
         server.serve_forever()
 
 
-def stream(nbytes: int) -> bytes:
-    """A deterministic, incompressible byte stream (so the capture can be searched for it)."""
+def stream(nbytes: int, label: str = "hostsec-demo") -> bytes:
+    """A deterministic, incompressible byte stream (so the capture can be searched for it);
+    different labels give unrelated streams."""
     out = bytearray()
     counter = 0
     while len(out) < nbytes:
-        out += hashlib.sha256(b"hostsec-demo-%d" % counter).digest()
+        out += hashlib.sha256(b"%s-%d" % (label.encode(), counter)).digest()
         counter += 1
     return bytes(out[:nbytes])
 
 
-def client(address: str, port: int, nbytes: int, timeout: float = 30.0) -> dict[str, object]:
-    payload = stream(nbytes)
+def client(
+    address: str, port: int, nbytes: int, timeout: float = 30.0, label: str = "hostsec-demo"
+) -> dict[str, object]:
+    payload = stream(nbytes, label)
     started = time.monotonic()
     received = bytearray()
     with socket.create_connection((address, port), timeout=timeout) as sock:
@@ -87,8 +91,9 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) >= 4 and argv[0] == "client":
         timeout = float(argv[4]) if len(argv) > 4 else 30.0
+        label = argv[5] if len(argv) > 5 else "hostsec-demo"
         try:
-            result = client(argv[1], int(argv[2]), int(argv[3]), timeout)
+            result = client(argv[1], int(argv[2]), int(argv[3]), timeout, label)
         except OSError as exc:
             result = {"ok": False, "error": str(exc)}
         print(json.dumps(result), flush=True)

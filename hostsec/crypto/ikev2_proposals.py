@@ -10,7 +10,8 @@ ID other than IKE/AH/ESP or a missing mandatory type (3.3.3) make the whole prop
 unacceptable (:class:`UnsupportedProposal`); an unknown Transform ID, an unknown attribute,
 or a key length the algorithm does not have make only that transform unacceptable, and the
 proposal stays usable if each of its transform types keeps at least one transform. A
-missing ESN transform in an ESP or AH proposal is read as "no ESN" (lenient).
+missing ESN transform in an ESP or AH proposal is read as "no ESN" (lenient), and an
+INTEG NONE next to AEAD encryption as no integrity transform (RFC 5282 8).
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def from_sa_proposal(wire: SAProposal) -> tuple[Proposal, bytes]:
         if not held:
             raise UnsupportedProposal(f"no supported {kind.name} transform")
     _check_mandatory(protocol, present, encryption)
+    if encryption and all(e.aead for e in encryption) and integrity == [IntegId.NONE]:
+        # RFC 5282 8: with AEAD the integrity transform is omitted or NONE; both read as
+        # "no integrity transform", as a proposal string writes it.
+        integrity = []
     if protocol is not Protocol.IKE and not esn:
         esn = [EsnId.NO]
     result = Proposal(

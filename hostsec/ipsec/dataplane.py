@@ -36,8 +36,7 @@ from hostsec.wire.udpencap import Datagram, classify
 class Transmit(enum.IntEnum):
     """How a protected packet leaves the host."""
 
-    RAW = 0  # ESP without outer IP header: a raw socket of protocol 50 adds it
-    IP = 1  # a complete IP packet (AH, bundles): a raw socket with IP_HDRINCL
+    IP = 1  # a complete IP packet (ESP, AH, bundles): a raw socket with the header included
     UDP = 2  # ESP without IP/UDP headers: the NAT-T UDP socket adds them
 
 
@@ -134,8 +133,6 @@ class Outbound:
         first = configs[0]
         if isinstance(sa, EspSA) and first.encapsulation is not None:
             how, port = Transmit.UDP, first.encapsulation.dst_port
-        elif isinstance(sa, EspSA):
-            how, port = Transmit.RAW, 0
         else:
             how, port = Transmit.IP, 0
         entry.carrier = _Carrier(sa, how, first.dst.packed, port)
@@ -193,6 +190,11 @@ class Outbound:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def take_acquires(self) -> list[DataplaneEvent]:
+        """Only the events raised by packets (acquires, expiry): cheap, for every batch."""
+        events, self._events = self._events, []
+        return events
 
     def poll_events(self) -> list[DataplaneEvent]:
         events, self._events = self._events, []

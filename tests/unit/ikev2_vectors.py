@@ -92,14 +92,7 @@ def inner_chains() -> list[tuple[int, bytes]]:
                 continue
             octets = decrypt(mode, datagram)
             if isinstance(sk, SKF):
-                result = reassembler.add(
-                    msg.header.message_id,
-                    sk.fragment_number,
-                    sk.total_fragments,
-                    sk.first_payload_type,
-                    octets,
-                    msg.header.response,
-                )
+                result = reassembler.add_skf(msg.header, sk, octets)
                 if result.status is FragmentStatus.COMPLETE:
                     chains.append((result.first_payload_type, result.data))
             else:

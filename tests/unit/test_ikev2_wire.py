@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostsec.ipsec.selectors import TrafficSelector
 from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.ikev2 import (
     AUTH,
@@ -63,6 +62,7 @@ from hostsec.wire.ikev2 import (
     sk_pad,
     sk_unpad,
 )
+from hostsec.wire.selectors import TrafficSelector
 
 from .ikev2_strategies import clear_payloads, encrypted_payloads, headers
 
@@ -555,20 +555,38 @@ def test_ts_to_and_from_traffic_selector() -> None:
         TrafficSelector.from_network("198.51.100.1/32", 1, (0x0800, 0x08FF)),  # ICMP echo
     ):
         wire = TSAddressRange.from_selector(sel)
-        assert wire.to_selector(TrafficSelector) == sel
+        assert wire.to_selector() == sel
         back = parse_payloads(PayloadType.TSi, encode_payloads([TSi((wire,))])[1])
         assert back == (TSi((wire,)),)
     assert TSAddressRange(_v4("198.51.100.1"), _v4("198.51.100.1")).ts_type == 7
+
+
+def test_ts_payload_helpers() -> None:
+    sels = [
+        TrafficSelector.from_network("198.51.100.1/32", 6),
+        TrafficSelector.from_network("2001:db8::/64"),
+    ]
+    payload = TSr.from_selectors(sels)
+    assert payload.traffic_selectors() == tuple(sels)
+    odd = TSi(
+        (
+            TSAddressRange(_v4("198.51.100.1"), _v4("198.51.100.1"), 6, 0xFFFF, 0),
+            TSAddressRange.from_selector(sels[0]),
+            UnknownTrafficSelector(10, 0, b"label"),
+        )
+    )
+    # Only what a TrafficSelector can hold; fewer selectors only narrow (RFC 7296 2.9).
+    assert odd.traffic_selectors() == (sels[0],)
 
 
 def test_opaque_ports_and_empty_ranges_do_not_become_selectors() -> None:
     opaque = TSAddressRange(_v4("198.51.100.1"), _v4("198.51.100.1"), 6, 0xFFFF, 0)
     assert opaque.opaque
     with pytest.raises(ValueError):
-        opaque.to_selector(TrafficSelector)
+        opaque.to_selector()
     empty = TSAddressRange(_v4("198.51.100.9"), _v4("198.51.100.1"))
     with pytest.raises(ValueError):
-        empty.to_selector(TrafficSelector)
+        empty.to_selector()
     with pytest.raises(ValueError):
         TSAddressRange(bytes(4), bytes(16))
     with pytest.raises(ValueError):

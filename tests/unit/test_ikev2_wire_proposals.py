@@ -164,7 +164,7 @@ def test_missing_esn_reads_as_no_esn() -> None:
     assert proposal == parse_proposal("aes128gcm16", Protocol.ESP)
 
 
-def test_aead_ike_proposal_needs_no_integ_and_keeps_integ_none() -> None:
+def test_aead_ike_proposal_with_integ_none_reads_as_without_integ() -> None:
     wire = SAProposal(
         1,
         1,
@@ -177,5 +177,6 @@ def test_aead_ike_proposal_needs_no_integ_and_keeps_integ_none() -> None:
         ),
     )
     proposal, _ = from_sa_proposal(wire)
-    assert proposal.integrity == (IntegId.NONE,)
-    assert proposal.encryption == (Encryption(EncrId.AES_GCM_16, 256),)
+    assert proposal == parse_proposal("aes256gcm16-prfsha384-ecp384", Protocol.IKE)
+    mixed = _esp(Transform.make(1, 12, 128), Transform.make(3, 0), ESN_NO)
+    assert from_sa_proposal(mixed)[0].integrity == (IntegId.NONE,)  # not AEAD: kept

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import serialization
 
 from hostsec.crypto.ikev2_proposals import from_sa_proposal
 from hostsec.crypto.proposals import Protocol, parse_proposal
-from hostsec.ipsec.selectors import TrafficSelector
 from hostsec.wire.ikev2 import (
     AUTH,
     CERT,
@@ -50,6 +49,7 @@ from hostsec.wire.ikev2 import (
     parse_message,
     parse_payloads,
 )
+from hostsec.wire.selectors import TrafficSelector
 
 from .ikev2_vectors import all_datagrams, datagrams, decrypt, document, inner_chains
 
@@ -188,9 +188,10 @@ def _inner(mode: str, datagram: bytes) -> tuple[Message, tuple[Payload, ...]]:
     return msg, payloads
 
 
-def _selectors(payload: TSi | TSr | None) -> list[TrafficSelector]:
-    assert payload is not None
-    return [ts.to_selector(TrafficSelector) for ts in payload.selectors]  # type: ignore[union-attr]
+def _selectors(payload: TSi | TSr) -> list[TrafficSelector]:
+    selectors = payload.traffic_selectors()
+    assert len(selectors) == len(payload.selectors)
+    return list(selectors)
 
 
 def _find(payloads: tuple[Payload, ...], kind: type[Any]) -> Any:

@@ -163,16 +163,7 @@ def ts_payload_entries(selectors: tuple[TrafficSelector, ...]) -> tuple[TSAddres
 
 def selectors_of(payload: TSi | TSr | None) -> tuple[TrafficSelector, ...]:
     """The address-range selectors of a TS payload (unknown TS types are ignored)."""
-    if payload is None:
-        return ()
-    out: list[TrafficSelector] = []
-    for entry in payload.selectors:
-        if isinstance(entry, TSAddressRange):
-            try:
-                out.append(entry.to_selector(TrafficSelector))
-            except ValueError:
-                continue
-    return tuple(out)
+    return payload.traffic_selectors() if payload is not None else ()
 
 
 def _spi_bytes(spi: int) -> bytes:

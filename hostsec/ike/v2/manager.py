@@ -252,7 +252,13 @@ class IkeManager:
         if header.initiator == sa.initiator:
             self._drop("wrong initiator flag")
             return
-        sa.handle(msg, data, src, dst, now)
+        try:
+            sa.handle(msg, data, src, dst, now)
+        except Exception as exc:  # a bug must cost one message, never the agent
+            self._drop(f"internal error: {type(exc).__name__}")
+            self._events.append(
+                Log(sa.name, f"internal error handling a message: {exc!r}", "error")
+            )
         self._collect(sa)
 
     def handle_timer(self, now: float) -> None:

@@ -1,23 +1,34 @@
 """IKEv2 messages as bytes (RFC 7296 section 3, RFC 7383): a pure codec.
 
 No crypto, no state, no I/O (the fragment reassembler keeps only the fragments it is
-given). Typical use by the state machine::
+given). Receiving::
 
-    msg = parse_message(datagram)            # header + payloads, every length checked
-    sa = msg.find(SA); nonce = msg.find(Nonce)
-    ...
+    msg = parse_message(datagram)          # header + payloads, every length checked
+    sa, nonce = msg.find(SA), msg.find(Nonce)
+    cookie = msg.notify(NotifyType.COOKIE)
+
+    sk = msg.encrypted                     # SK or SKF (opaque IV || ciphertext || ICV)
+    aad = encrypted_prefix_of(datagram)    # RFC 5282 associated data; the ICV covers
+                                           # datagram[:-icv_len] (RFC 7296 3.14)
+    octets = sk_unpad(decrypt(...))        # the crypto layer's job
+    inner = parse_payloads(sk.first_payload_type, octets)
+    # SKF: reassembler.add_skf(msg.header, sk, octets) until COMPLETE, then parse_payloads
+
+Sending::
+
     datagram = encode_message(header, [SA(...), KE(...), Nonce(...), Notify(...)])
 
-Encrypted messages: ``msg.encrypted`` is the SK (or SKF) payload, opaque; the crypto layer
-checks and decrypts it using :func:`encrypted_prefix_of` (the associated data), then
-:func:`sk_unpad` and :func:`parse_payloads` give the inner payloads. To send,
-:func:`encode_payloads` gives (first type, octets), :func:`sk_pad` pads them, the crypto
-layer encrypts with :func:`encrypted_message_prefix` as associated data, and the datagram is
-``prefix + iv + ciphertext + icv``.
+    first, octets = encode_payloads([IDi(...), AUTH(...), SA(...), TSi(...), TSr(...)])
+    padded = sk_pad(octets, block_size)
+    prefix = encrypted_message_prefix(header, first, iv_len + len(padded) + icv_len)
+    datagram = prefix + iv + ciphertext + icv   # AEAD: prefix is the associated data
+    # fragments: for n, chunk in enumerate(split_fragments(octets, size), 1), the same
+    # with fragment=(n, total) and first only on n == 1 (0 on the others)
 
 Errors: everything malformed raises :class:`hostsec.wire.errors.MalformedPacket` (with a
 ``reason``); two subclasses are meant to be answered: :class:`InvalidMajorVersion` and
-:class:`UnsupportedCriticalPayload` (RFC 7296 2.5).
+:class:`UnsupportedCriticalPayload` (RFC 7296 2.5). Building an impossible value (a field
+out of range, SK not last, a payload over 65535 octets) raises ValueError.
 """
 
 from hostsec.wire.errors import MalformedPacket
@@ -86,7 +97,6 @@ from hostsec.wire.ikev2.payloads import (
 )
 from hostsec.wire.ikev2.sa import SAProposal, Transform, TransformAttribute
 from hostsec.wire.ikev2.ts import (
-    SelectorLike,
     TrafficSelectorEntry,
     TSAddressRange,
     UnknownTrafficSelector,
@@ -132,7 +142,6 @@ __all__ = [
     "PayloadType",
     "ProtocolId",
     "SAProposal",
-    "SelectorLike",
     "TSAddressRange",
     "TSType",
     "TSi",

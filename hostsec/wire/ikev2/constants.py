@@ -10,17 +10,15 @@ an unknown one stays a bare ``int`` and survives a round trip.
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 _E = TypeVar("_E", bound=enum.IntEnum)
 
 
 def as_enum(kind: type[_E], value: int) -> int:
     """``kind(value)`` when the registry knows the value, else the bare number."""
-    try:
-        return kind(value)
-    except ValueError:
-        return value
+    member = kind._value2member_map_.get(value)  # a dict lookup: kind(value) costs more
+    return value if member is None else cast(int, member)
 
 
 class ExchangeType(enum.IntEnum):

@@ -25,6 +25,8 @@ import enum
 from dataclasses import dataclass, field
 
 from hostsec.wire.ikev2.constants import PayloadType
+from hostsec.wire.ikev2.header import IKEHeader
+from hostsec.wire.ikev2.payloads import SKF
 
 
 def split_fragments(payload_octets: bytes, max_chunk: int) -> list[bytes]:
@@ -92,6 +94,17 @@ class FragmentReassembler:
 
     def clear(self) -> None:
         self._pending.clear()
+
+    def add_skf(self, header: IKEHeader, skf: SKF, plaintext: bytes) -> FragmentResult:
+        """:meth:`add` for a received SKF payload, keyed by its header's Message ID and R flag."""
+        return self.add(
+            header.message_id,
+            skf.fragment_number,
+            skf.total_fragments,
+            skf.first_payload_type,
+            plaintext,
+            header.response,
+        )
 
     def add(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
@@ -33,7 +34,13 @@ from hostsec.wire.ikev2.constants import (
     is_error_notify,
 )
 from hostsec.wire.ikev2.sa import SAProposal, decode_proposals, encode_proposals
-from hostsec.wire.ikev2.ts import TrafficSelectorEntry, decode_selectors, encode_selectors
+from hostsec.wire.ikev2.ts import (
+    TrafficSelectorEntry,
+    TSAddressRange,
+    decode_selectors,
+    encode_selectors,
+)
+from hostsec.wire.selectors import TrafficSelector
 
 #: Next Payload, C|RESERVED, Payload Length.
 GENERIC_HEADER = struct.Struct("!BBH")
@@ -450,6 +457,26 @@ class _TrafficSelectors(Payload):
     """TSi / TSr (3.13)."""
 
     selectors: tuple[TrafficSelectorEntry, ...]
+
+    @classmethod
+    def from_selectors(cls, selectors: Iterable[TrafficSelector]) -> Self:
+        return cls(tuple(TSAddressRange.from_selector(ts) for ts in selectors))
+
+    def traffic_selectors(self) -> tuple[TrafficSelector, ...]:
+        """The selectors a :class:`TrafficSelector` can hold, in order.
+
+        Left out: other TS types, OPAQUE ports and empty ranges. Reading fewer selectors
+        than were sent only narrows (RFC 7296 2.9); compare with ``len(self.selectors)``
+        to know whether anything was left out.
+        """
+        result: list[TrafficSelector] = []
+        for ts in self.selectors:
+            if isinstance(ts, TSAddressRange):
+                try:
+                    result.append(ts.to_selector())
+                except ValueError:
+                    continue
+        return tuple(result)
 
     def encode_body(self) -> bytes:
         return encode_selectors(self.selectors)

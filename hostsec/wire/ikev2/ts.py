@@ -1,46 +1,28 @@
 """Traffic Selectors (RFC 7296 3.13): TS_IPV4_ADDR_RANGE and TS_IPV6_ADDR_RANGE.
 
-The wire form of a selector is kept as :class:`TSAddressRange`, whose fields have the same
-names and meaning as ``hostsec.ipsec.selectors.TrafficSelector`` (the wire layer cannot
-import it): ``TSAddressRange.from_selector(ts)`` takes one, ``r.to_selector(TrafficSelector)``
-makes one. For ICMP the ports carry type and code (3.13.1). The OPAQUE port range (start
-65535, end 0) and an empty address range round-trip here; ``to_selector`` refuses them with
-``ValueError`` (no ``TrafficSelector`` can hold them). Selectors of other types
-(TS_FC_ADDR_RANGE, TS_SECLABEL, ...) are kept opaque as :class:`UnknownTrafficSelector`.
+The wire form of a selector is kept as :class:`TSAddressRange`, with the same fields as
+:class:`hostsec.wire.selectors.TrafficSelector`: ``TSAddressRange.from_selector(ts)`` and
+``r.to_selector()`` convert. For ICMP the ports carry type and code (3.13.1). The OPAQUE
+port range (start 65535, end 0) and an empty address range round-trip here, but
+``to_selector`` refuses them with ``ValueError`` (no ``TrafficSelector`` holds them).
+Selectors of other types (TS_FC_ADDR_RANGE, TS_SECLABEL, ...) are kept opaque as
+:class:`UnknownTrafficSelector`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.ikev2._codec import Buffer, check_range, need, u16
 from hostsec.wire.ikev2.constants import TSType
+from hostsec.wire.selectors import TrafficSelector
 
 #: TS Type, IP Protocol ID, Selector Length, Start Port, End Port.
 TS_HEADER = struct.Struct("!BBHHH")
 _TS_LEN = {TSType.TS_IPV4_ADDR_RANGE: 8 + 2 * 4, TSType.TS_IPV6_ADDR_RANGE: 8 + 2 * 16}
 OPAQUE_PORTS = (0xFFFF, 0)
-
-_T = TypeVar("_T")
-
-
-class SelectorLike(Protocol):
-    """What :meth:`TSAddressRange.from_selector` reads (``TrafficSelector`` fits)."""
-
-    @property
-    def start_addr(self) -> bytes: ...
-    @property
-    def end_addr(self) -> bytes: ...
-    @property
-    def protocol(self) -> int: ...
-    @property
-    def start_port(self) -> int: ...
-    @property
-    def end_port(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +54,12 @@ class TSAddressRange:
         return (self.start_port, self.end_port) == OPAQUE_PORTS
 
     @classmethod
-    def from_selector(cls, ts: SelectorLike) -> TSAddressRange:
+    def from_selector(cls, ts: TrafficSelector) -> TSAddressRange:
         return cls(ts.start_addr, ts.end_addr, ts.protocol, ts.start_port, ts.end_port)
 
-    def to_selector(self, factory: Callable[[bytes, bytes, int, int, int], _T]) -> _T:
-        """``factory(start_addr, end_addr, protocol, start_port, end_port)``.
-
-        With ``hostsec.ipsec.selectors.TrafficSelector`` as the factory this raises
-        ValueError for an empty address range or OPAQUE ports.
-        """
-        return factory(
+    def to_selector(self) -> TrafficSelector:
+        """The selector; ValueError for an empty address range or OPAQUE ports."""
+        return TrafficSelector(
             self.start_addr, self.end_addr, self.protocol, self.start_port, self.end_port
         )
 

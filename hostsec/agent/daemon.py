@@ -1,0 +1,870 @@
+"""The agent: one asyncio loop wiring policy, the OS, the data path and IKE together.
+
+    policy files --(PolicySet diff)--> flows: routing rule + firewall + SPD entry
+                                        keys: manual SAs, or IKE (trap / start / up)
+    IKE events ---> SAs installed in the data-path workers
+    data-path events (acquire, lifetimes) ---> IKE
+    control socket ---> status, up, down, keys, rescan
+
+Everything that decides lives in the sans-I/O layers; this module only moves information
+between them and the OS, and logs one line per event (never a secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hostsec import __version__
+from hostsec.agent import messages as m
+from hostsec.agent.config import AgentConfig
+from hostsec.agent.control import ControlError, ControlServer, socket_path
+from hostsec.agent.datapath import DataPath
+from hostsec.agent.translate import (
+    IkeCredentials,
+    child_config,
+    flow_match,
+    flow_selectors,
+    ike_config,
+    ike_sa_configs,
+    manual_sa_configs,
+)
+from hostsec.agent.wireshark import esp_sa_lines, ikev2_lines
+from hostsec.crypto.certs import (
+    CertificateError,
+    Identity,
+    TrustStore,
+    load_credentials,
+)
+from hostsec.crypto.proposals import Protocol
+from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.events import (
+    AuthenticationFailed,
+    ChildSADown,
+    ChildSAFailed,
+    ChildSAUp,
+    IkeSADown,
+    IkeSAUp,
+    Log,
+    NatKeepalive,
+    Transmit,
+)
+from hostsec.ike.v2.manager import IkeManager
+from hostsec.ipsec.dataplane import Acquire
+from hostsec.ipsec.sa import LifetimeExpired, SAConfig
+from hostsec.platform.linux.firewall import FirewallConfig, NftablesFirewall
+from hostsec.platform.linux.routing import LinuxPolicyRouter, RoutingConfig
+from hostsec.platform.linux.sockets import UdpSocket
+from hostsec.platform.linux.tun import LinuxTun, TunConfig
+from hostsec.policy import (
+    Auth,
+    Flow,
+    Keying,
+    Peer,
+    PolicyDiff,
+    PolicySet,
+    Start,
+    read_policy_file,
+    read_secret_file,
+    scan_directory,
+)
+from hostsec.policy.watch import PolicyWatcher
+from hostsec.wire.udpencap import NAT_KEEPALIVE
+
+log = logging.getLogger("hostsec")
+_T = TypeVar("_T")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
+IDLE_CHECK = 5.0  # seconds between idle-timeout checks
+
+
+@dataclass
+class InstalledSA:
+    """What the agent knows of an SA it installed (for status and Wireshark keys)."""
+
+    flow: str
+    peer: str
+    config: SAConfig
+    keying: str  # "manual" or "ike"
+    installed: float
+    ike: str = ""
+
+
+@dataclass
+class FlowState:
+    flow: Flow
+    peer: Peer
+    local: IPAddress
+    state: str = "down"  # down, trap, acquiring, up, failed
+    error: str = ""
+    outbound_spi: int | None = None
+    inbound: list[tuple[Protocol, int]] = field(default_factory=list)
+    last_packets: int = -1  # packets both ways at the last idle check
+    idle_since: float = 0.0
+
+
+@dataclass
+class IkeRecord:
+    peer: str
+    spi_i: bytes
+    spi_r: bytes
+    initiator: bool
+    proposal: str
+    local: str
+    remote: str
+    local_id: str
+    remote_id: str
+    established: float
+    nat: str
+
+
+def local_address_for(peer: IPAddress) -> IPAddress:
+    """The source address the kernel would use towards ``peer`` (a connected UDP socket
+    asks the routing table; nothing is sent)."""
+    family = socket.AF_INET if peer.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((str(peer), 9))
+        return ipaddress.ip_address(probe.getsockname()[0])
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.policies = PolicySet(read_secret=self._read_secret)
+        self.flows: dict[str, FlowState] = {}
+        self.sas: dict[tuple[Protocol, int, str], InstalledSA] = {}  # (proto, spi, "in"/"out")
+        self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
+        self.auth_failures: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.started = time.monotonic()
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self.ike = IkeManager(reserved_spis=self.policies.manual_inbound_spis)
+        # pyroute2's synchronous API runs an event loop of its own: it cannot run in the
+        # agent's asyncio thread. Every routing/firewall call goes to one OS thread.
+        self._os = ThreadPoolExecutor(1, thread_name_prefix="hostsec-os")
+        self.router: LinuxPolicyRouter = self._os_call(
+            LinuxPolicyRouter, RoutingConfig(tun=config.interface)
+        )
+        self.firewall = NftablesFirewall(
+            FirewallConfig(table=config.nft_table, tun=config.interface)
+        )
+        self.tun: LinuxTun | None = None
+        self.udp4: UdpSocket | None = None
+        self.ike500: UdpSocket | None = None
+        self.datapath: DataPath | None = None
+        self.control: ControlServer | None = None
+        self.watcher: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._linger: list[asyncio.TimerHandle] = []
+        self._idle_task: asyncio.Task[None] | None = None
+        self.trust: TrustStore | None = None
+
+    def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a routing/firewall operation on the OS thread and wait for it."""
+        return self._os.submit(fn, *args).result()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._setup()
+            await self.stop_event.wait()
+        finally:
+            await self._teardown()
+        return self.exit_code
+
+    def _setup(self) -> None:
+        cfg = self.config
+        assert self._loop is not None
+        log.info(
+            "hostsec %s starting (config %s, run %s)", __version__, cfg.config_dir, cfg.run_dir
+        )
+        cfg.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (cfg.run_dir / "agent.pid").write_text(f"{os.getpid()}\n")
+        # Make-before-break: start() finds what a previous run left; its blackholes keep the
+        # flows dropped until drop_leftovers() below.
+        self._os_call(self.router.start)
+        self._os_call(self.firewall.start)
+        self.tun = self._os_call(LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu))
+        self.udp4 = UdpSocket(4, 4500)
+        self.ike500 = UdpSocket(4, 500)
+        self.ike500.setblocking(False)
+        self._loop.add_reader(self.ike500.fileno(), self._ike_readable, self.ike500)
+        self.datapath = DataPath(
+            self.tun.fileno(),
+            {4: self.udp4.fileno()},
+            False,
+            self._on_worker_message,
+            self._on_worker_death,
+        )
+        self.datapath.start(self._loop)
+        self._load_trust()
+        diff = self.policies.update_many(scan_directory(str(cfg.policy_dir)))
+        self._apply(diff)
+        self._os_call(self.router.drop_leftovers)
+        self._os_call(self.firewall.drop_leftovers)
+        self._start_watcher()
+        self.control = ControlServer(
+            socket_path(cfg.run_dir),
+            {
+                "status": self._cmd_status,
+                "up": self._cmd_up,
+                "down": self._cmd_down,
+                "keys": self._cmd_keys,
+                "rescan": self._cmd_rescan,
+            },
+        )
+        self._loop.create_task(self.control.start())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
+        self._loop.add_signal_handler(signal.SIGHUP, self.rescan)
+        self._schedule_timer()
+        self._idle_task = self._loop.create_task(self._idle_loop())
+        log.info("agent ready: %d peers, %d flows", len(self.policies.peers), len(self.flows))
+
+    def stop(self, why: str = "stop requested") -> None:
+        log.info("stopping: %s", why)
+        self.stop_event.set()
+
+    async def _teardown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        for handle in self._linger:
+            handle.cancel()
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                self.watcher.stop()
+        # Tell peers we are going (best effort), then take the data path down.
+        for peer in list(self.policies.peers):
+            self.ike.delete_peer(peer, time.monotonic())
+        self._flush_ike()
+        if self.control is not None:
+            await self.control.close()
+        if self.datapath is not None:
+            self.datapath.stop()
+        loop = self._loop
+        for sock in (self.ike500, self.udp4):
+            if sock is not None:
+                if loop is not None:
+                    with contextlib.suppress(Exception):
+                        loop.remove_reader(sock.fileno())
+                sock.close()
+        with contextlib.suppress(Exception):
+            self._os_call(self.firewall.stop)
+        with contextlib.suppress(Exception):
+            self._os_call(self.router.stop)
+        if self.tun is not None:
+            with contextlib.suppress(Exception):
+                self._os_call(self.tun.close)
+        with contextlib.suppress(Exception):
+            self._os_call(self.router.close)
+        self._os.shutdown(wait=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.config.run_dir / "agent.pid").unlink()
+        log.info("stopped")
+
+    def _on_worker_death(self, what: str) -> None:
+        log.error("data path failure: %s; stopping (flows stay blocked)", what)
+        self.exit_code = 1
+        self.stop(what)
+
+    # ------------------------------------------------------------------ secrets and trust
+
+    def _read_secret(self, path: str) -> bytes:
+        return read_secret_file(path)
+
+    def _load_trust(self) -> None:
+        cacerts = self.config.cacerts or self.config.config_dir / "cacerts"
+        if cacerts.is_dir():
+            try:
+                self.trust = TrustStore.from_directory(cacerts)
+            except CertificateError as exc:
+                log.warning("trust store: %s", exc.reason)
+                return
+            for problem in self.trust.load_errors:
+                log.warning("trust store: %s", problem)
+
+    # ------------------------------------------------------------------ policy
+
+    def _start_watcher(self) -> None:
+        policy_dir = self.config.policy_dir
+        if not policy_dir.is_dir():
+            log.warning("%s does not exist: no policies", policy_dir)
+            return
+        loop = self._loop
+        assert loop is not None
+
+        def changed(paths: set[str]) -> None:
+            loop.call_soon_threadsafe(self._policy_changed, paths)
+
+        self.watcher = PolicyWatcher(str(policy_dir), changed)
+        self.watcher.start()
+
+    def _policy_changed(self, paths: set[str]) -> None:
+        diff = self.policies.update_many({p: read_policy_file(p) for p in paths})
+        self._apply(diff)
+
+    def rescan(self) -> None:
+        log.info("rescanning %s", self.config.policy_dir)
+        diff = self.policies.update_many(
+            scan_directory(str(self.config.policy_dir), self.policies.known_files)
+        )
+        self._apply(diff)
+
+    def _apply(self, diff: PolicyDiff) -> None:
+        for problems in diff.problems.values():
+            for problem in problems:
+                log.warning("%s", problem)
+        for path in diff.rejected:
+            log.warning("%s: not applied; its previous version (if any) stays in force", path)
+        now = time.monotonic()
+        restart = {f.name for f in diff.flows_of_changed_peers}
+        for flow in diff.flows_removed:
+            self._remove_flow(flow.name, now)
+        for old, _new in diff.flows_changed:
+            self._remove_flow(old.name, now)
+        for name in restart:
+            self._remove_flow(name, now)
+        for gone in diff.peers_removed:
+            self.ike.delete_peer(gone.name, now)
+        for old_peer, _new_peer in diff.peers_changed:
+            self.ike.delete_peer(old_peer.name, now)
+        self._sync_ike_configs()
+        for _old, new in diff.flows_changed:
+            self._add_flow(new, now)
+        for added in diff.flows_added:
+            self._add_flow(added, now)
+        for name in restart:
+            again = self.policies.flows.get(name)
+            if again is not None:
+                self._add_flow(again, now)
+        self._flush_ike()
+        self._schedule_timer()
+
+    def _credentials(self, peer: Peer) -> IkeCredentials:
+        if peer.auth is Auth.PSK:
+            psk = peer.psk.value if peer.psk is not None else None
+            if not psk:
+                raise ValueError(f"peer {peer.name}: pre-shared key not available")
+            return IkeCredentials(psk=psk)
+        cert_path = Path(peer.cert) if peer.cert else self.config.certificate
+        key_path = Path(peer.key) if peer.key else self.config.private_key
+        if cert_path is None or key_path is None:
+            raise ValueError(f"peer {peer.name}: no certificate/key configured")
+        if self.trust is None:
+            raise ValueError("no trusted CA certificates (cacerts/)")
+        try:
+            creds = load_credentials(cert_path, key_path)
+        except CertificateError as exc:
+            raise ValueError(exc.reason) from None
+        return IkeCredentials(cert_auth=CertAuth(creds, self.trust))
+
+    def _sync_ike_configs(self) -> None:
+        configs = []
+        for peer in self.policies.peers.values():
+            if peer.auth is None or peer.ike_version != 2:
+                continue
+            flows = [f for f in self.policies.flows_of(peer.name) if f.keying is Keying.IKE]
+            try:
+                local = peer.local_address or local_address_for(peer.address)
+                creds = self._credentials(peer)
+                own: Identity | None = None
+                configs.append(ike_config(peer, flows, local, creds, own))
+            except (ValueError, OSError, CertificateError) as exc:
+                log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
+        self.ike.set_configs(configs)
+
+    def _add_flow(self, flow: Flow, now: float) -> None:
+        peer = self.policies.peer_of(flow)
+        assert self.datapath is not None
+        try:
+            local = peer.local_address or local_address_for(peer.address)
+        except OSError as exc:
+            log.error("flow %s: no route to %s: %s", flow.name, peer.address, exc)
+            return
+        state = FlowState(flow, peer, local)
+        self.flows[flow.name] = state
+        match = flow_match(flow, peer)
+        try:
+            self._os_call(self.router.add_flow, match, local, self.config.mtu)
+            if flow.require:
+                self._os_call(self.firewall.add_flow, match)
+        except Exception as exc:  # the OS refused: keep the agent, report the flow
+            log.error("flow %s: cannot install routing/firewall: %s", flow.name, exc)
+            state.state, state.error = "failed", str(exc)
+            return
+        self.datapath.to_out(m.AddFlow(flow.name, flow_selectors(flow, peer, local)))
+        if flow.keying is Keying.MANUAL:
+            keys = self.policies.manual_keys(flow.name)
+            if keys is None:
+                state.state, state.error = "failed", "manual keys not available"
+                return
+            outbound, inbound = manual_sa_configs(flow, peer, keys, local)
+            self._install(flow.name, peer.name, outbound, inbound, "manual", now)
+            state.state = "up"
+        else:
+            state.state = "trap"
+            if flow.start is Start.START:
+                self._initiate(flow.name, now)
+        log.info(
+            "flow %s: %s %s to %s (%s, %s keying)",
+            flow.name, flow.protection, flow.mode.value, peer.address, state.state, flow.keying,
+        )  # fmt: skip
+
+    def _remove_flow(self, name: str, now: float) -> None:
+        state = self.flows.pop(name, None)
+        if state is None:
+            return
+        assert self.datapath is not None
+        self.datapath.to_out(m.RemoveFlow(name))
+        for key, sa in list(self.sas.items()):
+            if sa.flow == name:
+                if key[2] == "in":
+                    self.datapath.to_in(m.RemoveInbound(key[0], key[1]))
+                del self.sas[key]
+        if state.flow.keying is Keying.IKE:
+            self.ike.delete_child(state.peer.name, name, now)
+        with contextlib.suppress(Exception):
+            self._os_call(self.router.remove_flow, name)
+        with contextlib.suppress(Exception):
+            self._os_call(self.firewall.remove_flow, name)
+        log.info("flow %s removed", name)
+
+    def _install(
+        self,
+        flow: str,
+        peer: str,
+        outbound: list[SAConfig],
+        inbound: list[SAConfig],
+        keying: str,
+        now: float,
+        ike: str = "",
+    ) -> None:
+        assert self.datapath is not None
+        if inbound:
+            self.datapath.to_in(m.InstallInbound(inbound))
+            for c in inbound:
+                self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
+        if outbound:
+            self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
+                del self.sas[key]
+            for c in outbound:
+                self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
+        state = self.flows.get(flow)
+        if state is not None:
+            state.state = "up"
+            state.error = ""
+            state.outbound_spi = outbound[0].spi if outbound else None
+
+    # ------------------------------------------------------------------ IKE
+
+    def _initiate(self, flow_name: str, now: float) -> None:
+        state = self.flows.get(flow_name)
+        if state is None or state.flow.keying is not Keying.IKE:
+            return
+        peer = state.peer
+        config = self.ike.configs.get(peer.name)
+        if config is None:
+            state.state, state.error = "failed", "IKE is not configured for its peer"
+            return
+        child = child_config(state.flow, peer, state.local)
+        state.state = "acquiring"
+        self.ike.initiate(peer.name, [child], now, local=(state.local, 500))
+        self._flush_ike()
+
+    def _ike_readable(self, sock: UdpSocket) -> None:
+        for _ in range(64):
+            try:
+                dgram = sock.recv()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.warning("IKE socket: %s", exc)
+                break
+            if dgram.dst is None:
+                continue
+            now = time.monotonic()
+            self.ike.handle_datagram(
+                dgram.payload, (dgram.src, dgram.sport), (dgram.dst, dgram.dport), now
+            )
+        self._flush_ike()
+        self._schedule_timer()
+
+    def _flush_ike(self) -> None:
+        # Events first: a responder's new inbound SA is installed before the IKE response
+        # that lets the initiator send ESP leaves (no first packet lost to "unknown SPI").
+        for _ in range(4):  # handling events may produce more (e.g. a delete)
+            out, events = self.ike.poll()
+            for event in events:
+                self._on_ike_event(event)
+            for item in out:
+                self._send_ike(item)
+            if not events and not out:
+                return
+
+    def _send_ike(self, item: Transmit | NatKeepalive) -> None:
+        local, remote = item.local, item.remote
+        data = item.data if isinstance(item, Transmit) else NAT_KEEPALIVE
+        sock = self.udp4 if local[1] == 4500 else self.ike500
+        if sock is None:
+            return
+        try:
+            sock.send(data, remote[0], remote[1])
+        except OSError as exc:
+            log.warning("cannot send IKE to %s:%d: %s", remote[0], remote[1], exc)
+
+    def _on_ike_event(self, event: object) -> None:
+        now = time.monotonic()
+        if isinstance(event, Log):
+            level = logging.WARNING if event.level == "warning" else logging.INFO
+            log.log(level, "ike %s: %s", event.ike, event.message)
+        elif isinstance(event, IkeSAUp):
+            nat = "local" if event.nat_local else "remote" if event.nat_remote else ""
+            self.ike_records[(event.spi_i, event.spi_r)] = IkeRecord(
+                event.ike, event.spi_i, event.spi_r, event.initiator, str(event.proposal),
+                f"{event.local[0]}:{event.local[1]}", f"{event.remote[0]}:{event.remote[1]}",
+                event.local_id, event.remote_id, now, nat,
+            )  # fmt: skip
+            self.auth_failures.pop(event.ike, None)
+            log.info(
+                "IKE SA %s up: %s_i %s_r %s %s <-> %s %s",
+                event.ike, event.spi_i.hex(), event.spi_r.hex(), event.proposal,
+                event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
+            )  # fmt: skip
+        elif isinstance(event, IkeSADown):
+            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            log.info("IKE SA %s down: %s", event.ike, event.reason)
+        elif isinstance(event, AuthenticationFailed):
+            self.auth_failures[event.ike] = event.reason
+            log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
+            for state in self.flows.values():
+                if state.peer.name == event.ike and state.flow.keying is Keying.IKE:
+                    state.state, state.error = "failed", f"authentication failed: {event.reason}"
+        elif isinstance(event, ChildSAUp):
+            self._child_up(event, now)
+        elif isinstance(event, ChildSADown):
+            self._child_down(event)
+        elif isinstance(event, ChildSAFailed):
+            failed = self.flows.get(event.child)
+            if failed is not None:
+                failed.state, failed.error = "failed", event.reason
+            log.warning("CHILD SA %s/%s failed: %s", event.ike, event.child, event.reason)
+
+    def _child_up(self, event: ChildSAUp, now: float) -> None:
+        outbound, inbound = ike_sa_configs(event)
+        state = self.flows.get(event.child)
+        if state is None:
+            log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
+            self.ike.delete_child(event.ike, event.child, now)
+            return
+        self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        log.info(
+            "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
+            event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
+            event.proposal, " udp-encap" if event.encapsulation else "",
+            f" (rekey of 0x{event.replaces:08x})" if event.replaces else "",
+        )  # fmt: skip
+
+    def _child_down(self, event: ChildSADown) -> None:
+        assert self.datapath is not None and self._loop is not None
+        log.info(
+            "CHILD SA %s down: in 0x%08x out 0x%08x (%s)",
+            event.child, event.spi_in, event.spi_out, event.reason,
+        )  # fmt: skip
+        state = self.flows.get(event.child)
+        key_out = (event.protocol, event.spi_out, "out")
+        if key_out in self.sas:
+            del self.sas[key_out]
+            self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+            if state is not None and state.outbound_spi == event.spi_out:
+                state.outbound_spi = None
+                state.state = "trap"
+        # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
+        key_in = (event.protocol, event.spi_in, "in")
+
+        def remove() -> None:
+            if self.datapath is not None:
+                self.datapath.to_in(m.RemoveInbound(event.protocol, event.spi_in))
+            self.sas.pop(key_in, None)
+
+        self._linger.append(self._loop.call_later(LINGER, remove))
+
+    # ------------------------------------------------------------------ workers
+
+    def _on_worker_message(self, message: object) -> None:
+        now = time.monotonic()
+        if isinstance(message, m.IkeDatagram):
+            src = ipaddress.ip_address(message.src.split("%", 1)[0])
+            dst = ipaddress.ip_address(message.dst) if message.dst else None
+            if dst is not None:
+                self.ike.handle_datagram(message.data, (src, message.src_port), (dst, 4500), now)
+                self._flush_ike()
+                self._schedule_timer()
+        elif isinstance(message, m.Events):
+            for event in message.events:
+                if isinstance(event, Acquire):
+                    state = self.flows.get(event.flow)
+                    if (
+                        state is not None
+                        and state.flow.keying is Keying.IKE
+                        and state.flow.start is not Start.MANUAL
+                    ):
+                        log.info("flow %s: first packet, starting IKE", event.flow)
+                        self._initiate(event.flow, now)
+                elif isinstance(event, LifetimeExpired):
+                    self._sa_lifetime(event, now)
+        elif isinstance(message, m.Error):
+            log.error("data path: %s", message.message)
+
+    def _sa_lifetime(self, event: LifetimeExpired, now: float) -> None:
+        direction = "in" if event.direction.value == "in" else "out"
+        installed = next(
+            (v for k, v in self.sas.items() if k[1] == event.spi and k[2] == direction), None
+        )
+        if installed is None or installed.keying != "ike":
+            if event.hard:
+                log.warning("SA 0x%08x reached its hard %s lifetime", event.spi, event.cause)
+            return
+        sa = self.ike.sa_for(installed.peer)
+        if sa is None:
+            return
+        spi_in = (
+            installed.config.spi
+            if direction == "in"
+            else next((c.spi_in for c in sa.children.values() if c.spi_out == event.spi), None)
+        )
+        if spi_in is None:
+            return
+        if event.hard:
+            sa.delete_child(spi_in, now, reason=f"hard {event.cause} lifetime")
+        else:
+            sa.rekey_child(spi_in, now)
+        self._flush_ike()
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule_timer(self) -> None:
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        when = self.ike.next_timer()
+        delay = 1.0
+        if when is not None:
+            delay = max(0.0, min(delay, when - time.monotonic()))
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        self.ike.handle_timer(now)
+        self._flush_ike()
+        self._schedule_timer()
+
+    async def _idle_loop(self) -> None:
+        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
+        either way for its idle_timeout; the flow falls back to its trap."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK)
+            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
+            if not watched or self.datapath is None:
+                continue
+            out_stats, in_stats = await self.datapath.stats()
+            now = time.monotonic()
+            for state in watched:
+                name = state.flow.name
+                packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
+                packets += sum(
+                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    for (_proto, spi, direction), sa in self.sas.items()
+                    if sa.flow == name and direction == "in"
+                )
+                if packets != state.last_packets:
+                    state.last_packets, state.idle_since = packets, now
+                    continue
+                assert state.flow.idle_timeout is not None
+                if now - state.idle_since >= state.flow.idle_timeout:
+                    if state.flow.keying is Keying.IKE:
+                        log.info(
+                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
+                        )
+                        self.ike.delete_child(state.peer.name, name, now)
+                        self._flush_ike()
+                    state.last_packets = -1
+
+    # ------------------------------------------------------------------ control commands
+
+    async def _cmd_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        out_stats: dict[str, Any] = {}
+        in_stats: dict[str, Any] = {}
+        if self.datapath is not None:
+            out_stats, in_stats = await self.datapath.stats()
+        return self.status(out_stats, in_stats)
+
+    def status(self, out_stats: dict[str, Any], in_stats: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        flow_stats = out_stats.get("flows", {})
+        sa_out = out_stats.get("sas", {})
+        sa_in = in_stats.get("sas", {})
+        fw = {}
+        with contextlib.suppress(Exception):
+            fw = self._os_call(self.firewall.dropped)
+        flows = []
+        for name, state in sorted(self.flows.items()):
+            fs = flow_stats.get(name, {})
+            children = []
+            for (proto, spi, direction), sa in sorted(self.sas.items(), key=lambda i: i[0][1]):
+                if sa.flow != name:
+                    continue
+                stats = (sa_in if direction == "in" else sa_out).get(spi, {})
+                c = sa.config
+                children.append(
+                    {
+                        "protocol": proto.name.lower(),
+                        "direction": direction,
+                        "spi": f"0x{spi:08x}",
+                        "mode": c.mode.value,
+                        "encryption": str(c.encryption.algorithm.name) if c.encryption else None,
+                        "key_bits": c.encryption.effective_key_bits if c.encryption else None,
+                        "integrity": c.integrity.name.lower() if c.integrity else None,
+                        "esn": c.esn,
+                        "udp_encapsulation": c.encapsulation is not None,
+                        "keying": sa.keying,
+                        "age": round(now - sa.installed, 1),
+                        "packets": stats.get("packets", 0),
+                        "bytes": stats.get("bytes", 0),
+                        "drops": stats.get("drops", {}),
+                    }
+                )
+            flows.append(
+                {
+                    "name": name,
+                    "peer": state.peer.name,
+                    "peer_address": str(state.peer.address),
+                    "selectors": str(flow_selectors(state.flow, state.peer, state.local)),
+                    "protection": str(state.flow.protection),
+                    "mode": state.flow.mode.value,
+                    "keying": str(state.flow.keying),
+                    "start": str(state.flow.start),
+                    "require": state.flow.require,
+                    "state": state.state,
+                    "error": state.error,
+                    "packets_out": fs.get("packets", 0),
+                    "bytes_out": fs.get("bytes", 0),
+                    "held": fs.get("held", 0),
+                    "drops_out": fs.get("drops", {}),
+                    "plaintext_dropped": fw.get(name, 0),
+                    "sas": children,
+                }
+            )
+        ike_sas = [
+            {
+                "peer": r.peer,
+                "spi_i": r.spi_i.hex(),
+                "spi_r": r.spi_r.hex(),
+                "initiator": r.initiator,
+                "proposal": r.proposal,
+                "local": r.local,
+                "remote": r.remote,
+                "local_id": r.local_id,
+                "remote_id": r.remote_id,
+                "age": round(now - r.established, 1),
+                "nat": r.nat,
+                "rekey_in": self._rekey_in(r, now),
+            }
+            for r in self.ike_records.values()
+        ]
+        problems = {
+            path: [
+                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                for p in probs
+            ]
+            for path, probs in self.policies.problems().items()
+            if probs
+        }
+        drops = dict(in_stats.get("drops", {}))
+        for reason, count in out_stats.get("drops", {}).items():
+            drops[reason] = drops.get(reason, 0) + count
+        return {
+            "agent": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime": round(now - self.started, 1),
+                "interface": self.config.interface,
+                "config_dir": str(self.config.config_dir),
+                "workers": self.datapath.pids if self.datapath else [],
+            },
+            "ike_sas": ike_sas,
+            "flows": flows,
+            "drops": drops,
+            "ike_drops": dict(self.ike.drops),
+            "auth_failures": dict(self.auth_failures),
+            "send_errors": out_stats.get("send_errors", {}),
+            "keepalives_received": in_stats.get("keepalives", 0),
+            "policy_errors": problems,
+        }
+
+    def _rekey_in(self, record: IkeRecord, now: float) -> float | None:
+        sa = self.ike.sas.get((record.spi_i, record.spi_r))
+        if sa is None or sa.rekey_at is None:
+            return None
+        return round(sa.rekey_at - now, 1)
+
+    async def _cmd_up(self, request: dict[str, Any]) -> str:
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        if name in self.flows:
+            self._initiate(name, now)
+            return f"initiating {name}"
+        if name in self.policies.peers:
+            for state in self.flows.values():
+                if state.peer.name == name:
+                    self._initiate(state.flow.name, now)
+            return f"initiating the flows of {name}"
+        raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_down(self, request: dict[str, Any]) -> str:
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        if name in self.flows:
+            state = self.flows[name]
+            self.ike.delete_child(state.peer.name, name, now)
+            self._flush_ike()
+            return f"deleting the CHILD SAs of {name}"
+        if name in self.policies.peers:
+            self.ike.delete_peer(name, now)
+            self._flush_ike()
+            return f"deleting the IKE SA with {name}"
+        raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rescan(self, request: dict[str, Any]) -> str:
+        self.rescan()
+        return "rescanned"
+
+    async def _cmd_keys(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The live keys, for `hostsec keys --wireshark` (root-only socket)."""
+        esp = esp_sa_lines([sa.config for sa in self.sas.values()])
+        ike = ikev2_lines(list(self.ike.sas.values()))
+        return {"esp_sa": esp, "ikev2_decryption_table": ike}
+
+
+def run_agent(config: AgentConfig) -> int:
+    agent = Agent(config)
+    return asyncio.run(agent.run())

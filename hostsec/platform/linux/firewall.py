@@ -1,0 +1,240 @@
+"""Inbound enforcement with nftables: plaintext of a protected flow is dropped unless it
+came out of the TUN device (DESIGN.md 6, ``require = true``).
+
+The agent owns one table (``inet hostsec`` by default; one name per agent instance)
+with one chain on the prerouting hook at priority ``raw``, so plaintext is dropped
+before connection tracking, for local delivery and forwarding alike. Per flow, the
+mirror image of its outbound packets:
+
+    iifname != "hostsec0" ip saddr PEER meta l4proto tcp th dport 23 counter drop
+        comment "hostsec flow telnet"     (the server of telnet; the client: th sport 23)
+
+A flow of every protocol must not drop the protected traffic itself nor what the
+network needs, so it becomes: every protocol but UDP, ESP, AH (and ICMPv6); UDP except
+the local IKE/NAT-T ports; ICMPv6 except neighbour discovery.
+
+The whole table is written in one ``nft -j -f -`` transaction on every change (JSON:
+nothing a flow name contains can be read as syntax): "add table; delete table; add
+table ...". That replaces a crashed run's table atomically and works whether it exists
+or not, so there is never a moment with no rule. ``start`` leaves a previous table in
+place (it keeps failing closed) until the agent's first change or ``drop_leftovers``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from hostsec.platform.api import FlowMatch, PortRange
+
+ICMPV6_ND_TYPES = (133, 134, 135, 136, 137)  # RFC 4861: RS, RA, NS, NA, redirect
+_COMMENT_PREFIX = "hostsec flow "
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+_IFNAME = re.compile(r"^[^\s/\"'\\]{1,15}$")
+
+
+class NftError(RuntimeError):
+    """``nft`` refused a command; carries its error output."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallConfig:
+    table: str = "hostsec"
+    tun: str = "hostsec0"
+    priority: int = -300  # NF_IP_PRI_RAW: before conntrack
+    ike_ports: tuple[int, ...] = (500, 4500)  # local UDP ports never dropped (IKE, NAT-T)
+    nft: str = "nft"
+
+    def __post_init__(self) -> None:
+        if not _TABLE_NAME.match(self.table):
+            raise ValueError(f"bad nftables table name {self.table!r}")
+        if not _IFNAME.match(self.tun):
+            raise ValueError(f"bad interface name {self.tun!r}")
+
+
+def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _ports(ports: PortRange) -> Any:
+    return ports.first if ports.first == ports.last else {"range": [ports.first, ports.last]}
+
+
+def _set(values: list[int]) -> Any:
+    return values[0] if len(values) == 1 else {"set": values}
+
+
+class NftablesFirewall:
+    """The :class:`hostsec.platform.api.Firewall` of Linux, in this thread's namespace."""
+
+    def __init__(self, config: FirewallConfig = FirewallConfig()) -> None:
+        self.config = config
+        self._flows: dict[str, FlowMatch] = {}
+
+    # -- nft ------------------------------------------------------------------------
+
+    def _nft(self, *args: str, stdin: str | None = None) -> str:
+        exe = shutil.which(self.config.nft) or self.config.nft
+        # No shell; the ruleset goes in as JSON on stdin, never as command-line syntax.
+        proc = subprocess.run(  # noqa: S603
+            [exe, *args], input=stdin, capture_output=True, text=True, timeout=30, check=False
+        )
+        if proc.returncode != 0:
+            raise NftError(f"nft {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def _table(self) -> dict[str, str]:
+        return {"family": "inet", "name": self.config.table}
+
+    def exists(self) -> bool:
+        out = self._nft("-j", "list", "tables", "inet")
+        for item in json.loads(out).get("nftables", []):
+            if item.get("table", {}).get("name") == self.config.table:
+                return True
+        return False
+
+    def ruleset(self) -> list[dict[str, Any]]:
+        """The agent's table as nft JSON objects (empty if there is none)."""
+        if not self.exists():
+            return []
+        out = self._nft("-j", "list", "table", "inet", self.config.table)
+        items: list[dict[str, Any]] = json.loads(out).get("nftables", [])
+        return items
+
+    # -- rules ------------------------------------------------------------------------
+
+    def _rules_of(self, flow: FlowMatch) -> list[list[dict[str, Any]]]:
+        """The match expressions of the drop rules for ``flow``'s inbound plaintext."""
+        ip = "ip" if flow.version == 4 else "ip6"
+        base = [_match(_meta("iifname"), self.config.tun, "!=")]
+        base.append(_match(_payload(ip, "saddr"), _prefix(flow.remote)))
+        if flow.local is not None:
+            base.append(_match(_payload(ip, "daddr"), _prefix(flow.local)))
+        ike = sorted(set(self.config.ike_ports))
+        icmp6 = 58
+        proto = flow.protocol
+        if proto == 0:
+            exempt = [17, 50, 51] + ([icmp6] if flow.version == 6 else [])
+            rules = [
+                [*base, _match(_meta("l4proto"), {"set": exempt}, "!=")],
+                [
+                    *base,
+                    _match(_meta("l4proto"), 17),
+                    _match(_payload("th", "dport"), _set(ike), "!="),
+                ],
+            ]
+            if flow.version == 6:
+                rules.append(_icmp6_rule(base))
+            return rules
+        if proto == icmp6 and flow.version == 6:
+            return [_icmp6_rule(base)]
+        rule = [*base, _match(_meta("l4proto"), proto)]
+        # Inbound mirror image: the peer's ports are the source, ours the destination.
+        if flow.remote_ports is not None and not flow.remote_ports.is_any:
+            rule.append(_match(_payload("th", "sport"), _ports(flow.remote_ports)))
+        if flow.local_ports is not None and not flow.local_ports.is_any:
+            rule.append(_match(_payload("th", "dport"), _ports(flow.local_ports)))
+        if proto == 17:
+            local = flow.local_ports or PortRange(0, 0xFFFF)
+            covered = [p for p in ike if p in local]
+            if covered:
+                rule.append(_match(_payload("th", "dport"), _set(covered), "!="))
+        return [rule]
+
+    def _document(self) -> dict[str, Any]:
+        table = self._table()
+        chain = {
+            **{"family": "inet", "table": self.config.table, "name": "inbound"},
+            **{"type": "filter", "hook": "prerouting", "prio": self.config.priority},
+            "policy": "accept",
+        }
+        commands: list[dict[str, Any]] = [
+            {"add": {"table": table}},
+            {"delete": {"table": table}},
+            {"add": {"table": table}},
+            {"add": {"chain": chain}},
+        ]
+        for name, flow in sorted(self._flows.items()):
+            for exprs in self._rules_of(flow):
+                rule = {
+                    "family": "inet",
+                    "table": self.config.table,
+                    "chain": "inbound",
+                    "comment": _COMMENT_PREFIX + name,
+                    "expr": [*exprs, {"counter": {"packets": 0, "bytes": 0}}, {"drop": None}],
+                }
+                commands.append({"add": {"rule": rule}})
+        return {"nftables": commands}
+
+    def _write(self) -> None:
+        self._nft("-j", "-f", "-", stdin=json.dumps(self._document()))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check that nft works; a previous run's table stays until the first change."""
+        self._nft("--version")
+
+    def add_flow(self, flow: FlowMatch) -> None:
+        if flow.name in self._flows:
+            raise ValueError(f"flow {flow.name} is already enforced")
+        self._flows[flow.name] = flow
+        try:
+            self._write()
+        except BaseException:
+            del self._flows[flow.name]
+            raise
+
+    def remove_flow(self, name: str) -> None:
+        if self._flows.pop(name, None) is not None:
+            self._write()
+
+    def drop_leftovers(self) -> None:
+        """Write the table with exactly the current flows (replacing any leftover)."""
+        self._write()
+
+    def dropped(self) -> dict[str, int]:
+        """Plaintext packets dropped so far, per flow (this run's table)."""
+        counts: dict[str, int] = {}
+        for item in self.ruleset():
+            rule = item.get("rule")
+            if not rule or not str(rule.get("comment", "")).startswith(_COMMENT_PREFIX):
+                continue
+            name = rule["comment"][len(_COMMENT_PREFIX) :]
+            for expr in rule.get("expr", []):
+                if "counter" in expr and isinstance(expr["counter"], dict):
+                    counts[name] = counts.get(name, 0) + int(expr["counter"].get("packets", 0))
+        return counts
+
+    def stop(self) -> None:
+        """Remove the agent's table (whether or not it exists)."""
+        table = self._table()
+        doc = {"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]}
+        self._nft("-j", "-f", "-", stdin=json.dumps(doc))
+        self._flows.clear()
+
+
+def _prefix(net: Any) -> Any:
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _icmp6_rule(base: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        *base,
+        _match(_meta("l4proto"), 58),
+        _match(_payload("icmpv6", "type"), {"set": list(ICMPV6_ND_TYPES)}, "!="),
+    ]
