@@ -284,6 +284,8 @@ class Link:
         self.drop: Callable[[Packet], bool] = lambda _p: False
         self.hold: Callable[[Packet], bool] = lambda _p: False
         self.duplicate: Callable[[Packet], bool] = lambda _p: False
+        self.delay: Callable[[Packet], float | None] = lambda _p: None
+        self.later: list[tuple[float, Packet]] = []  # (due time, datagram) delayed
 
     def _manager(
         self, name: str, config: IkeConfig, seed: int, wallclock: datetime, options: dict[str, Any]
@@ -356,6 +358,10 @@ class Link:
             return
         if self.hold(packet):
             self.held.append(packet)
+            return
+        delay = self.delay(packet)
+        if delay is not None:
+            self.later.append((self.now + delay, packet))
             return
         self.in_flight.append(packet)
         if self.duplicate(packet):
@@ -433,12 +439,16 @@ class Link:
         spins = 0
         while True:
             due = [t for h in self.hosts() if (t := h.manager.next_timer()) is not None]
+            due += [t for t, _ in self.later]
             nxt = min(due, default=end + 1)
             if nxt > end:
                 break
             spins = spins + 1 if nxt <= self.now else 0
             assert spins < 50, f"a timer stays due at {self.now}"
             self.now = max(nxt, self.now)
+            arrived = [p for t, p in self.later if t <= self.now]
+            self.later = [(t, p) for t, p in self.later if t > self.now]
+            self.in_flight += arrived
             for host in self.hosts():
                 host.manager.handle_timer(self.now)
             self.run()
