@@ -79,6 +79,7 @@ def _child_pfs(a_side: bool) -> Any:
 def _established() -> Link:
     link = Link(peer_config(True, dpd=5.0), peer_config(False, dpd=5.0))
     link.establish()
+    link.check_flows = False  # forged messages: B does not know what A was told
     return link
 
 
@@ -216,6 +217,7 @@ def test_mutated_responses_inside_an_established_sa(data: st.DataObject) -> None
         peer_config(False, children=(_child_pfs(False), _ssh(False, "aes128gcm16-ecp256"))),
     )
     link.establish([link.a.manager.configs["b"].children[0]])
+    link.check_flows = False
     sa = link.a.sa()
     starter = data.draw(st.sampled_from(_STARTERS))
     spi = sa.children and next(iter(sa.children))
@@ -255,6 +257,7 @@ def test_mutated_ike_auth_to_a_half_open_responder(data: st.DataObject) -> None:
     """B answered IKE_SA_INIT; A's IKE_AUTH is replaced by a mutated one, sealed with the
     right keys: B never raises, and either refuses it or comes up coherently."""
     link = Link()
+    link.check_flows = False
     link.a.manager.initiate("b", list(link.a.manager.configs["b"].children), link.now)
     link.step("b")  # IKE_SA_INIT
     link.step("a")  # its response: A sends IKE_AUTH

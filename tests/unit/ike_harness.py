@@ -194,6 +194,9 @@ class Nat:
         self.out.clear()
 
 
+AGENT_LINGER = 5.0  # seconds the agent keeps an inbound SA after its ChildSADown
+
+
 @dataclass
 class Host:
     name: str
@@ -202,6 +205,39 @@ class Host:
     peer: str  # the name of its peer configuration
     events: list[Event] = field(default_factory=list)
     keepalives: int = 0
+    # What an agent following the events does: the SA each flow sends on, whether that
+    # choice came from a rekey (then the peer must already have the inbound SA), and until
+    # when each inbound SA is accepted.
+    outbound: dict[str, int | None] = field(default_factory=dict)
+    from_rekey: dict[str, bool] = field(default_factory=dict)
+    accepts: dict[int, float] = field(default_factory=dict)
+    live: dict[int, ChildSAUp] = field(default_factory=dict)  # by the events seen
+
+    def forget(self) -> None:
+        """The agent restarts: no events, nothing installed."""
+        self.events.clear()
+        self.live.clear()
+        self.outbound.clear()
+        self.from_rekey.clear()
+        self.accepts.clear()
+
+    def follow(self, events: list[Event], now: float) -> None:
+        for e in events:
+            if isinstance(e, ChildSAUp):
+                self.live[e.spi_in] = e
+            elif isinstance(e, ChildSADown):
+                self.live.pop(e.spi_in, None)
+            if isinstance(e, ChildSAUp):
+                self.accepts[e.spi_in] = float("inf")
+                if e.outbound or self.outbound.get(e.child) is None:
+                    self.outbound[e.child] = e.spi_out
+                    self.from_rekey[e.child] = e.replaces is not None
+            elif isinstance(e, ChildSADown):
+                self.accepts[e.spi_in] = now + AGENT_LINGER
+                if self.outbound.get(e.child) == e.spi_out:
+                    after = self.live.get(e.replaced_by) if e.replaced_by is not None else None
+                    self.outbound[e.child] = after.spi_out if after else None
+                    self.from_rekey[e.child] = True
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -220,13 +256,7 @@ class Host:
 
     def live_children(self) -> dict[int, ChildSAUp]:
         """Inbound SPI -> ChildSAUp of the pairs that are up, by the events seen."""
-        live: dict[int, ChildSAUp] = {}
-        for e in self.events:
-            if isinstance(e, ChildSAUp):
-                live[e.spi_in] = e
-            elif isinstance(e, ChildSADown):
-                live.pop(e.spi_in, None)
-        return live
+        return dict(self.live)
 
     def ike_up(self) -> list[IkeSAUp]:
         return self.of(IkeSAUp)
@@ -285,6 +315,7 @@ class Link:
         self.hold: Callable[[Packet], bool] = lambda _p: False
         self.duplicate: Callable[[Packet], bool] = lambda _p: False
         self.delay: Callable[[Packet], float | None] = lambda _p: None
+        self.check_flows = True
         self.later: list[tuple[float, Packet]] = []  # (due time, datagram) delayed
 
     def _manager(
@@ -371,6 +402,7 @@ class Link:
         for host in (self.a, self.b):
             out, events = host.manager.poll()
             host.events += events
+            host.follow(events, self.now)
             for t in out:
                 if isinstance(t, NatKeepalive):
                     host.keepalives += 1
@@ -385,6 +417,31 @@ class Link:
         host = self.host(packet.to)
         host.manager.handle_datagram(packet.data, packet.src, packet.dst, self.now)
         self.collect()
+        if self.check_flows:
+            self.flows_continue()
+
+    def flows_continue(self) -> None:
+        """What each end sends on, the other end accepts; an end with a live pair for a
+        flow sends on one (no black hole while pairs come and go)."""
+        for x in self.hosts():
+            y = self.host(self.other(x.name))
+            live = x.live
+            for flow, spi in x.outbound.items():
+                pairs = [e for e in live.values() if e.child == flow]
+                if spi is None:
+                    assert not pairs, f"{x.name}: {flow} has pairs but sends on none"
+                    continue
+                assert any(e.spi_out == spi for e in pairs), f"{x.name}: sends on a dead SA"
+                if self.from_rekey_checked(x, flow):
+                    assert y.accepts.get(spi, -1.0) >= self.now, (
+                        f"{x.name} sends {flow} on 0x{spi:08x}, which {y.name} does not accept"
+                        "\n" + "\n".join(self.trace())
+                    )
+
+    def from_rekey_checked(self, x: Host, flow: str) -> bool:
+        """A brand-new pair may be used by its responder before the initiator has its
+        answer (nothing better exists); a pair switched to by a rekey may not."""
+        return x.from_rekey.get(flow, False)
 
     def pending(self, to: str | None = None) -> list[Packet]:
         self.collect()
@@ -622,6 +679,7 @@ def check_idle(link: Link) -> None:
 def teardown(link: Link, by: str = "a") -> None:
     """Delete the IKE SA and check that every pair that came up went down exactly once."""
     host = link.host(by)
+    link.check_flows = False  # everything goes: nothing to carry on
     host.manager.delete_peer(host.peer, link.now)
     link.advance(60.0)
     for h in link.hosts():

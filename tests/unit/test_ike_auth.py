@@ -431,7 +431,7 @@ def test_initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() -> None
     # A restarts: a fresh manager, same configuration, no memory of the old SAs.
     link.now += 5.0
     link.a.manager = link._manager("a", link.a.manager.configs["b"], 7, datetime.now(UTC), {})
-    link.a.events.clear()
+    link.a.forget()
     link.establish()
     downs = link.b.of(IkeSADown)
     assert len(downs) == 1 and "INITIAL_CONTACT" in downs[0].reason

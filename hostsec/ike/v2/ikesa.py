@@ -485,9 +485,10 @@ class IkeSA:
             pending, self.peer_rekey = self.peer_rekey[0], None
             if pending.state is IkeState.CREATED:
                 pending._die(reason, now)
-        for child in list(self.children.values()):
-            self._child_down(child, reason)
+        children = list(self.children.values())
         self.children.clear()
+        for child in children:
+            self._child_down(child, reason, successor=False)
         for task in list(self.queue):
             task.fail(self, reason, now)
         self.queue.clear()
@@ -509,9 +510,25 @@ class IkeSA:
         else:
             self._die("redundant IKE SA not deleted by the peer", now)
 
-    def _child_down(self, child: ChildSA, reason: str) -> None:
+    def _child_down(self, child: ChildSA, reason: str, successor: bool = True) -> None:
+        """Tell the agent a pair is gone (after it left ``children``), and which pair
+        carries its flow on: its replacement, or the peer's rekey of it we answered."""
+        after = child.replaced_by if child.replaced_by is not None else child.peer_rekey
+        if not successor or after not in self.children:
+            after = None
+        for other in self.children.values():
+            if other.replaced_by == child.spi_in:
+                other.replaced_by = after
         self.events.append(
-            ChildSADown(self.name, child.name, child.protocol, child.spi_in, child.spi_out, reason)
+            ChildSADown(
+                self.name,
+                child.name,
+                child.protocol,
+                child.spi_in,
+                child.spi_out,
+                reason,
+                replaced_by=after,
+            )
         )
 
     # ================================================================== initiator
@@ -870,6 +887,8 @@ class IkeSA:
                 encapsulation=encap,
                 nat_original=nat_original,
                 replaces=replaces,
+                # The answerer of a rekey sends on it once the old pair is deleted (2.8).
+                outbound=initiated or replaces is None,
                 soft_seconds=life.rekey,
                 hard_seconds=life.hard,
                 replay_window=config.replay_window,
@@ -1734,6 +1753,8 @@ class CreateChildTask(Task):
         if new.lowest_nonce < theirs.lowest_nonce:
             sa.log(f"rekey collision on 0x{old.spi_in:08x}: the peer's rekey wins")
             new.state = ChildState.DELETING
+            # Until the peer deletes the old pair we send on it again, then on theirs.
+            new.replaced_by = old.spi_in if old.spi_in in sa.children else theirs.spi_in
             old.state = ChildState.REKEYED
             old.replaced_by = theirs.spi_in
             old.expire_at = now + REKEYED_LINGER
