@@ -8,6 +8,13 @@ exchange tests do (``src/libcharon/tests/utils/exchange_test_helper.c``).
 
 Nonces: set :attr:`Link.nonce_byte` to force the first octet of the nonces generated from
 then on (strongSwan's ``nonce_first_byte``), to decide who wins a collision.
+
+Each host also plays the agent: it follows the events (installs inbound SAs, keeps them a
+few seconds after ChildSADown, sends each flow on the pair the events say) and, after
+every datagram delivered, the link checks that what one end sends on the other accepts
+(:meth:`Link.flows_continue`): a rekey or a collision never leaves a flow without an SA.
+The invariant checks at the end (:func:`settle`, :func:`teardown`) say that no pair was
+lost or duplicated and that the events are coherent.
 """
 
 from __future__ import annotations

@@ -137,6 +137,25 @@ def test_a_flood_of_spoofed_ike_sa_init_is_bounded_by_cookies() -> None:
     settle(link)
 
 
+def test_half_open_and_established_limits() -> None:
+    """Past the half-open limit (cookies off here) or the SA limit, IKE_SA_INIT is
+    dropped without an answer; the SAs already there are untouched."""
+    link = Link(manager_options={"cookie_threshold": 100, "half_open_limit": 3})
+    link.establish()
+    for packet in _spoofed_inits(5):
+        link.deliver(packet)
+    assert len(link.b.manager._half_open) == 3
+    assert link.b.manager.drops["too many IKE SAs"] == 2
+    link.in_flight.clear()
+    link = Link(manager_options={"established_limit": 1})
+    link.establish()
+    for packet in _spoofed_inits(2):
+        link.deliver(packet)
+    assert link.b.manager.drops["too many IKE SAs"] == 2 and len(link.b.manager.sas) == 1
+    link.in_flight.clear()
+    settle(link)
+
+
 def test_a_retransmitted_ike_sa_init_gets_the_same_response() -> None:
     link = Link()
     link.duplicate = lambda p: link.describe(p).exchange == "IKE_SA_INIT"
