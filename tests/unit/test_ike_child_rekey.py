@@ -455,3 +455,22 @@ def test_collision_ike_delete(rekeyer: str) -> None:
     for host in link.hosts():
         assert not host.manager.sas and not host.live_children()
         assert len(host.children_down()) == 1 and len(host.ike_down()) == 1
+
+
+def test_a_rekey_not_sent_yet_yields_to_the_peers() -> None:
+    """A's rekey waits behind another exchange when B's rekey of the same pair arrives:
+    A drops its own (it was never sent) and B's replaces the pair."""
+    from hostsec.ike.v2.ikesa import InformationalTask
+
+    link = Link()
+    link.establish()
+    link.a.sa().queue_task(InformationalTask(), link.now)  # keeps A's window busy
+    spi_a = _rekey(link, link.a)
+    _rekey(link, link.b)
+    link.step("a", link.find("a", lambda s: not s.response))  # B's rekey reaches A
+    assert _state(link.a, spi_a) is ChildState.REKEYED
+    link.run()
+    rekeys = [p for p in link.sent if "REKEY_SA" in link.describe(p).notifies]
+    assert [p.to for p in rekeys] == ["a"]
+    _survivor_made_by(link, "b")
+    _done(link)

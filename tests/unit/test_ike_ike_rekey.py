@@ -371,3 +371,21 @@ def test_replaced_ike_sa_is_deleted_by_the_responder_when_the_peer_does_not() ->
     link.advance(IKE_REKEYED_LINGER + 20.0)
     assert old.dead
     assert len(link.b.ike_down()) == 1 and link.b.ike_down()[0].spi_i == old.spi_i
+
+
+def test_a_rekey_not_sent_yet_yields_to_the_peers() -> None:
+    """A's IKE rekey waits behind another exchange when B's arrives: A drops its own."""
+    from hostsec.ike.v2.ikesa import InformationalTask
+
+    link = Link()
+    link.establish()
+    link.a.sa().queue_task(InformationalTask(), link.now)
+    _rekey(link, link.a)
+    _rekey(link, link.b)
+    link.step("a", link.find("a", lambda s: not s.response))
+    assert len(link.a.ike_up()) == 2
+    link.run()
+    rekeys = [p for p in link.sent if link.describe(p).exchange == "CREATE_CHILD_SA"]
+    assert [p.to for p in rekeys] == ["a", "b"]  # B's request and A's answer only
+    _survivor_made_by(link, "b")
+    _done(link)

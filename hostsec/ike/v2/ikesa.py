@@ -14,7 +14,14 @@ request from the peer is answered once; a retransmission of it gets the cached r
 Collisions (RFC 7296 2.8.1, 2.25) are resolved by the nonce rule: when both ends rekey the
 same SA at once, the new SA created with the lowest of the four nonces is redundant and is
 deleted by the end that initiated it; the replaced SA is deleted by the end that
-initiated the surviving one.
+initiated the surviving one. A rekey by the peer that we answer while our own rekey of the
+same SA is out is kept aside (a CHILD pair as ``peer_rekey``; an IKE SA in state CREATED,
+which ignores requests) until our response settles it. If our rekey fails instead
+(TEMPORARY_FAILURE, another error, or the peer deleting the old SA first: it did not see
+the collision), the peer's rekey stands. A rekey we have not sent yet yields to the
+peer's. Replaced or redundant SAs the peer should delete are deleted by us if it does not
+within a while. Rekeying, deleting a CHILD SA and rekeying the IKE SA exclude each other
+with TEMPORARY_FAILURE (RFC 7296 2.25.1, 2.25.2).
 """
 
 from __future__ import annotations
@@ -1358,22 +1365,23 @@ class IkeSA:
             return response
         new_spi = next(s for s, c in self.children.items() if c.nonce_r == nr)
         if old is not None:
-            if old.state is ChildState.REKEYING:
-                # Collision: we are rekeying it too (RFC 7296 2.8.1). Decide when our
-                # own response arrives; if our request has not left yet, drop it.
+            # Collision: we are rekeying it too (RFC 7296 2.8.1). Decide when our own
+            # response arrives; if our request has not left yet, drop it.
+            if old.state is ChildState.REKEYING and not self._cancel_queued_rekey(old, now):
                 old.peer_rekey = new_spi
-                if not self._cancel_queued_rekey(old):
-                    return [Nonce(nr), *response]
+                return [Nonce(nr), *response]
             old.state = ChildState.REKEYED
             old.replaced_by = new_spi
             old.rekey_at = None
             old.expire_at = now + REKEYED_LINGER  # the peer deletes it; else we do
         return [Nonce(nr), *response]
 
-    def _cancel_queued_rekey(self, child: ChildSA) -> bool:
+    def _cancel_queued_rekey(self, child: ChildSA, now: float) -> bool:
+        """Drop our rekey of ``child`` if it has not been sent yet (the peer's does it)."""
         for task in list(self.queue):
             if isinstance(task, CreateChildTask) and task.rekey_of is child:
                 self.queue.remove(task)
+                task.fail(self, "the peer rekeyed it first", now)
                 return True
         return False
 
