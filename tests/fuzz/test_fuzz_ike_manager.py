@@ -31,7 +31,7 @@ from ..unit.ikev2_strategies import clear_payloads
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("HOSTSEC_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("HOSTSEC_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
