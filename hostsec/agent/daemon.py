@@ -146,6 +146,8 @@ class Agent:
         self.flows: dict[str, FlowState] = {}
         self.sas: dict[tuple[Protocol, int, str], InstalledSA] = {}  # (proto, spi, "in"/"out")
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
+        # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
+        self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -475,7 +477,8 @@ class Agent:
         if state is not None:
             state.state = "up"
             state.error = ""
-            state.outbound_spi = outbound[0].spi if outbound else None
+            if outbound:
+                state.outbound_spi = outbound[0].spi
 
     # ------------------------------------------------------------------ IKE
 
@@ -583,7 +586,13 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        if event.outbound:
+            self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        else:
+            # We answered a rekey: the peer can only receive on the new pair once our answer
+            # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
+            self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
+            self.pending_out[event.spi_in] = (event.child, event.ike, outbound)
         log.info(
             "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
@@ -598,13 +607,27 @@ class Agent:
             event.child, event.spi_in, event.spi_out, event.reason,
         )  # fmt: skip
         state = self.flows.get(event.child)
+        self.pending_out.pop(event.spi_in, None)  # a pair never sent on
         key_out = (event.protocol, event.spi_out, "out")
-        if key_out in self.sas:
+        if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
-            if state is not None and state.outbound_spi == event.spi_out:
-                state.outbound_spi = None
-                state.state = "trap"
+            successor = (
+                self.pending_out.pop(event.replaced_by, None)
+                if event.replaced_by is not None
+                else None
+            )
+            if successor is not None:
+                flow, ike, config = successor
+                self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+            elif event.replaced_by is not None and any(
+                sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
+            ):
+                pass  # the replacement is already sent on
+            else:
+                self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+                if state is not None and state.outbound_spi == event.spi_out:
+                    state.outbound_spi = None
+                    state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
