@@ -174,6 +174,9 @@ class Agent:
         self._linger: list[asyncio.TimerHandle] = []
         self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
+        # `up` requests waiting for flows, by flow: futures set to the time the flow came
+        # up or failed (time.monotonic()).
+        self._waiters: dict[str, list[asyncio.Future[float]]] = {}
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -529,7 +532,9 @@ class Agent:
             for item in out:
                 self._send_ike(item)
             if not events and not out:
-                return
+                break
+        if self._waiters:
+            self._wake_waiters()
 
     def _send_ike(self, item: Transmit | NatKeepalive) -> None:
         local, remote = item.local, item.remote
@@ -858,18 +863,74 @@ class Agent:
             return None
         return round(sa.rekey_at - now, 1)
 
-    async def _cmd_up(self, request: dict[str, Any]) -> str:
+    async def _cmd_up(self, request: dict[str, Any]) -> str | dict[str, Any]:
+        """Initiate a flow, or every flow of a peer. With ``wait``, answer once each is up
+        or failed (or ``timeout`` seconds passed): the state of each flow and ``elapsed``,
+        the seconds from the request to the last one, measured here (no client start-up)."""
         name = str(request.get("name", ""))
         now = time.monotonic()
         if name in self.flows:
-            self._initiate(name, now)
-            return f"initiating {name}"
-        if name in self.policies.peers:
-            for state in self.flows.values():
-                if state.peer.name == name:
-                    self._initiate(state.flow.name, now)
-            return f"initiating the flows of {name}"
-        raise ControlError(f"no flow or peer named {name!r}")
+            names = [name]
+        elif name in self.policies.peers:
+            names = [s.flow.name for s in self.flows.values() if s.peer.name == name]
+        else:
+            raise ControlError(f"no flow or peer named {name!r}")
+        if not request.get("wait"):
+            for flow in names:
+                self._initiate(flow, now)
+            return f"initiating {name}" if name in self.flows else f"initiating the flows of {name}"
+        try:
+            timeout = float(request.get("timeout", 30.0))
+        except (TypeError, ValueError):
+            raise ControlError("timeout must be a number of seconds") from None
+        assert self._loop is not None
+        waiting: list[asyncio.Future[float]] = []
+        for flow in names:
+            if self.flows[flow].state == "up":
+                continue  # nothing to negotiate
+            future: asyncio.Future[float] = self._loop.create_future()
+            self._waiters.setdefault(flow, []).append(future)
+            waiting.append(future)
+            self._initiate(flow, now)
+        self._wake_waiters()  # flows that failed at once (no IKE configuration)
+        if waiting:
+            _done, pending = await asyncio.wait(waiting, timeout=max(0.0, timeout))
+            for future in pending:
+                future.cancel()
+            for flow in names:
+                left = [f for f in self._waiters.get(flow, []) if not f.done()]
+                if left:
+                    self._waiters[flow] = left
+                else:
+                    self._waiters.pop(flow, None)
+        ends = [f.result() for f in waiting if f.done() and not f.cancelled()]
+        flows = {}
+        for flow in names:
+            state = self.flows.get(flow)
+            flows[flow] = {
+                "state": state.state if state is not None else "removed",
+                "error": state.error if state is not None else "",
+            }
+        return {
+            "name": name,
+            "ok": all(f["state"] == "up" for f in flows.values()),
+            "timed_out": len(ends) < len(waiting),
+            "elapsed": round(max(ends, default=now) - now, 6),
+            "started": now,  # the agent's time.monotonic(), to relate concurrent requests
+            "finished": max(ends, default=now),
+            "flows": flows,
+        }
+
+    def _wake_waiters(self) -> None:
+        """Answer the ``up --wait`` requests whose flows are up or failed (or removed)."""
+        now = time.monotonic()
+        for flow in list(self._waiters):
+            state = self.flows.get(flow)
+            if state is not None and state.state not in ("up", "failed"):
+                continue
+            for future in self._waiters.pop(flow):
+                if not future.done():
+                    future.set_result(now)
 
     async def _cmd_down(self, request: dict[str, Any]) -> str:
         name = str(request.get("name", ""))
