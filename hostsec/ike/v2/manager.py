@@ -288,8 +288,12 @@ class IkeManager:
     # ------------------------------------------------------------------ output
 
     def poll(self) -> tuple[list[Transmit | NatKeepalive], list[Event]]:
-        for sa in list(self.sas.values()):
-            self._collect(sa)
+        # Every SA, as something may have been queued outside the entry points above (the
+        # agent calls an SA's methods directly); only the few with something to say are
+        # collected (the agent polls after every datagram, with thousands of SAs up).
+        for sa in self.sas.values():
+            if sa.out or sa.events or sa.replaced_by is not None:
+                self._collect(sa)
         out, events = self._out, self._events
         self._out, self._events = [], []
         return out, events
