@@ -20,7 +20,9 @@ and for each:
   which answers once the CHILD_SA is installed). No process start-up is counted.
 * set-up rate: 200 initiated at once (hostsec: 200 concurrent ``up --wait`` requests, one
   per peer; strongSwan: 200 vici ``initiate`` with ``timeout = -1``), from the first request
-  to the last CHILD SA reported up; median of 3 rounds.
+  to the last CHILD SA reported up; median of 3 rounds. With it, the CPU time both
+  daemons used per SA (hostsec: both agents with their data-path workers; strongSwan: both
+  charons), which a busy machine disturbs far less than the rate.
 
 Then memory per established IKE_SA + CHILD_SA with 1000 up (first proposal only):
 
@@ -52,6 +54,7 @@ import math
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import threading
@@ -68,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_swan import CHARON, Charon, ChildWatcher
 
 from hostsec import __version__
-from hostsec.agent.control import ControlError, request
+from hostsec.agent.control import ControlError, request, socket_path
 from hostsec.agent.lab import AgentLab
 from hostsec.platform.netns import Host, Lab
 
@@ -104,6 +107,38 @@ def tree_rss(pid: int) -> int:
         with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
     return int(total)
+
+
+def control_up(run_dir: Path, name: str, timeout: float) -> dict[str, Any]:
+    """``up`` with ``wait`` on the agent's control socket. Unlike
+    :func:`hostsec.agent.control.request` the connect blocks (no socket timeout): with
+    hundreds of requests at once the agent's listen backlog fills, and a connect with a
+    timeout then fails at once (EAGAIN) instead of waiting its turn."""
+    payload = {"command": "up", "name": name, "wait": True, "timeout": timeout}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(socket_path(run_dir)))
+        sock.settimeout(timeout + 30)
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    response = json.loads(b"".join(chunks))
+    if not response.get("ok"):
+        raise ControlError(str(response.get("error")))
+    result: dict[str, Any] = response["result"]
+    return result
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) used so far by processes and their descendants."""
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in (proc, *proc.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def hostsec_policy(
@@ -179,6 +214,10 @@ class Pairing:
     def memory(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def pids(self) -> list[int]:
+        """The daemons (their descendants count with them)."""
+        raise NotImplementedError
+
 
 class HostsecPair(Pairing):
     """Agent ``hi`` (198.51.100.1-n) initiates to agent ``hr`` (203.0.113.1-n): peer k is
@@ -235,13 +274,7 @@ class HostsecPair(Pairing):
 
     def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
         self.used.add(k)
-        result: dict[str, Any] = request(
-            self.lab.run_dir("hi"),
-            "up",
-            {"name": f"r{k}", "wait": True, "timeout": timeout},
-            timeout=timeout + 30,
-        )
-        return result
+        return control_up(self.lab.run_dir("hi"), f"r{k}", timeout)
 
     def setup_once(self, i: int) -> tuple[float, float | None]:
         start = time.perf_counter()
@@ -265,6 +298,9 @@ class HostsecPair(Pairing):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{self.name}: SAs left after the teardown")
+
+    def pids(self) -> list[int]:
+        return [self.lab.agents["hi"].pid, self.lab.agents["hr"].pid]
 
     def memory(self) -> dict[str, int]:
         main_i, all_i = self.lab.agent_rss("hi")
@@ -370,13 +406,7 @@ class HostsecSwanPair(Pairing):
 
     def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
         self.used.add(k)
-        result: dict[str, Any] = request(
-            self.lab.run_dir("hs"),
-            "up",
-            {"name": f"s{k}", "wait": True, "timeout": timeout},
-            timeout=timeout + 30,
-        )
-        return result
+        return control_up(self.lab.run_dir("hs"), f"s{k}", timeout)
 
     def setup_once(self, i: int) -> tuple[float, float | None]:
         start = time.perf_counter()
@@ -400,6 +430,9 @@ class HostsecSwanPair(Pairing):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{self.name}: SAs left after the teardown")
+
+    def pids(self) -> list[int]:
+        return [self.lab.agents["hs"].pid, self.charon.pid]
 
     def close(self) -> None:
         self.charon.stop()
@@ -464,6 +497,9 @@ class SwanPair(Pairing):
     def memory(self) -> dict[str, int]:
         return {"initiator": self.ini.rss(), "responder": self.res.rss()}
 
+    def pids(self) -> list[int]:
+        return [self.ini.pid, self.res.pid]
+
     def close(self) -> None:
         self.ini.stop()
         self.res.stop()
@@ -521,7 +557,10 @@ def measure_proposal(ike: str, esp: str, runs: int, warmup: int, burst: int, rou
         rates: dict[str, list[dict[str, Any]]] = {p: [] for p in PAIRINGS}
         for _ in range(rounds):
             for name, pairing in made.items():
+                before = cpu_seconds(pairing.pids())
                 result = pairing.burst(burst, timeout=120.0)
+                used = cpu_seconds(pairing.pids()) - before
+                result["cpu_ms_per_sa"] = used * 1000 / max(result["up"], 1)
                 rates[name].append(result)
                 say(f"  burst {name}: {result}")
                 pairing.teardown()
@@ -535,6 +574,9 @@ def measure_proposal(ike: str, esp: str, runs: int, warmup: int, burst: int, rou
                 "per_round": [round(v, 1) for v in values],
                 "all_up": all(r["up"] == burst for r in rates[name]),
             }
+            rate[name]["cpu_ms_per_sa"] = round(
+                statistics.median(r["cpu_ms_per_sa"] for r in rates[name]), 2
+            )
             agent = [r["agent_rate"] for r in rates[name] if "agent_rate" in r]
             if agent:
                 rate[name]["agent_median_per_s"] = round(statistics.median(agent), 1)
@@ -641,6 +683,9 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
             "rate_hostsec_to_strongswan_over_strongswan": round(
                 rate[HS_SW]["median_per_s"] / sw_rate, 2
             ),
+            "cpu_hostsec_over_strongswan": round(
+                rate[HS_HS]["cpu_ms_per_sa"] / rate[SW_SW]["cpu_ms_per_sa"], 2
+            ),
         }
     mem = report.get("memory")
     if mem:
@@ -673,18 +718,22 @@ def text(report: dict[str, Any]) -> str:
     ]
     for prop in report["proposals"]:
         lines.append(f"\n{prop['ike']} (ESP {prop['esp']})")
-        lines.append(f"  {'':26}{'median ms':>10}{'p95 ms':>9}{'agent ms':>10}{'SAs/s':>9}")
+        lines.append(
+            f"  {'':26}{'median ms':>10}{'p95 ms':>9}{'agent ms':>10}{'SAs/s':>9}{'CPU ms/SA':>11}"
+        )
         for name in PAIRINGS:
             s, r = prop["setup"][name], prop["rate"][name]
             agent = f"{s['agent']['median_ms']:.2f}" if "agent" in s else "-"
             lines.append(
                 f"  {name:26}{s['median_ms']:>10.2f}{s['p95_ms']:>9.2f}{agent:>10}"
-                f"{r['median_per_s']:>9.1f}" + ("" if r["all_up"] else "  (not all up!)")
+                f"{r['median_per_s']:>9.1f}{r['cpu_ms_per_sa']:>11.2f}"
+                + ("" if r["all_up"] else "  (not all up!)")
             )
         rr = report["ratios"][prop["ike"]]
         lines.append(
             f"  hostsec/strongSwan: setup {rr['setup_hostsec_over_strongswan']}x, "
-            f"rate {rr['rate_hostsec_over_strongswan']}x "
+            f"rate {rr['rate_hostsec_over_strongswan']}x, "
+            f"CPU per SA {rr['cpu_hostsec_over_strongswan']}x "
             f"(hostsec->strongSwan: {rr['setup_hostsec_to_strongswan_over_strongswan']}x, "
             f"{rr['rate_hostsec_to_strongswan_over_strongswan']}x)"
         )
