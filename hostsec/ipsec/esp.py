@@ -795,8 +795,9 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     salt = sa._salt
     spi_bytes = sa._spi_bytes
     esn = sa._esn
+    spi = sa.spi
     slots = window.slots
-    mask = window.mask
+    mask = window.ring_mask
     stats = sa.stats
     selectors = sa._selectors
     check_padding = sa._check_padding
@@ -807,25 +808,30 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     esp_pair = slice(esp, esp + ESP_HEADER_LEN)  # SPI and sequence number: the AAD
     body = slice(esp + ESP_HEADER_LEN + 8, None)  # after the IV: ciphertext and ICV
     outer_proto = IPPROTO_UDP if udp else IPPROTO_ESP
-    # Version/IHL, total length, protocol, UDP length (without UDP: the first half of the
-    # SPI, not looked at), sequence number, IV; then the shortest rest taken here: the
-    # trailer, the ICV and, in tunnel mode, an inner IPv4 header.
-    udp_part = "4xH6x" if udp else "H2x"
+    # Version/IHL, total length, protocol, [UDP length,] SPI, sequence number, IV; then the
+    # shortest rest taken here: the trailer, the ICV and, in tunnel mode, an inner IPv4
+    # header. Transport mode keeps the outer header: TOS, id/flags/TTL, checksum and
+    # addresses too.
+    udp_part = "4xH2x" if udp else ""
     rest = 2 + sa._icv_len
-    tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}I8s{rest + IPV4_HEADER_LEN}x")
-    # Transport mode keeps the outer header: TOS, id/flags/TTL, checksum and addresses too.
-    transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}I8s{rest}x")
+    tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}II8s{rest}x")
 
     def unprotect_tunnel(packet: bytes) -> bytes:
         try:
-            vihl, end, proto, udp_len, seq, iv = tunnel_head.unpack_from(packet)
+            if udp:
+                vihl, end, proto, udp_len, spi_in, seq, iv = tunnel_head.unpack_from(packet)
+            else:
+                vihl, end, proto, spi_in, seq, iv = tunnel_head.unpack_from(packet)
+                udp_len = end - IPV4_HEADER_LEN
         except struct.error:
             return general(packet)
         if (
             vihl != 0x45
             or proto != outer_proto
             or end != len(packet)
-            or (udp and udp_len != end - IPV4_HEADER_LEN)
+            or udp_len != end - IPV4_HEADER_LEN
+            or spi_in != spi
         ):
             return general(packet)
         try:
@@ -877,10 +883,24 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
 
     def unprotect_transport(packet: bytes) -> bytes:
         try:
-            vihl, tos, end, middle, proto, csum, pair, udp_len, seq, iv = (
-                transport_head.unpack_from(packet)
-            )
+            if udp:
+                vihl, tos, end, middle, proto, csum, pair, udp_len, spi_in, seq, iv = (
+                    transport_head.unpack_from(packet)
+                )
+            else:
+                vihl, tos, end, middle, proto, csum, pair, spi_in, seq, iv = (
+                    transport_head.unpack_from(packet)
+                )
+                udp_len = end - IPV4_HEADER_LEN
         except struct.error:
+            return general(packet)
+        if (
+            vihl != 0x45
+            or proto != outer_proto
+            or end != len(packet)
+            or udp_len != end - IPV4_HEADER_LEN
+            or spi_in != spi
+        ):
             return general(packet)
         if (
             vihl != 0x45
@@ -963,26 +983,29 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     decrypt = sa._aead_decrypt
     salt = sa._salt
     spi_bytes = sa._spi_bytes
+    spi = sa.spi
     esn = sa._esn
     slots = window.slots
-    mask = window.mask
+    mask = window.ring_mask
     stats = sa.stats
     selectors = sa._selectors
     check_padding = sa._check_padding
     nat = sa.config.nat_original if sa._encap is not None else None
-    # Sequence number and IV; the size asks for a trailer, the ICV and, in tunnel mode, an
-    # inner IPv4 header.
+    # SPI, sequence number and IV; the size asks for a trailer, the ICV and, in tunnel
+    # mode, an inner IPv4 header.
     rest = 2 + sa._icv_len
-    tunnel_head = struct.Struct(f"!4xI8s{rest + IPV4_HEADER_LEN}x")
-    transport_head = struct.Struct(f"!4xI8s{rest}x")
+    tunnel_head = struct.Struct(f"!II8s{rest + IPV4_HEADER_LEN}x")
+    transport_head = struct.Struct(f"!II8s{rest}x")
     # Transport mode: the sum of the outer address words (RFC 1071) of the last call.
     last_src = last_dst = b""
     address_sum = 0
 
     def decapsulate_tunnel(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
         try:
-            seq, iv = tunnel_head.unpack_from(esp)
+            spi_in, seq, iv = tunnel_head.unpack_from(esp)
         except struct.error:
+            return general(esp, src, dst, ttl)
+        if spi_in != spi:
             return general(esp, src, dst, ttl)
         try:
             if sa.expired:
@@ -1033,8 +1056,10 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
             last_src, last_dst = src, dst
             address_sum = int.from_bytes(src + dst, "big")  # congruent mod 0xFFFF
         try:
-            seq, iv = transport_head.unpack_from(esp)
+            spi_in, seq, iv = transport_head.unpack_from(esp)
         except struct.error:
+            return general(esp, src, dst, ttl)
+        if spi_in != spi:
             return general(esp, src, dst, ttl)
         try:
             if sa.expired:

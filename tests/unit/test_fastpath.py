@@ -240,6 +240,7 @@ def inbound_inputs(out: EspSA, mode: Mode, udp: bool) -> list[tuple[bytes, bytes
         fresh[:8] + bytes([fresh[8] ^ 0x80]) + fresh[9:],  # bad IV
         fresh[:4] + b"\x00\x00\x00\x00" + fresh[8:],  # sequence number 0
         fresh[:5] + b"\xff" + fresh[6:],  # another sequence number: AAD differs
+        b"\x00\x00\x99\x99" + fresh[4:],  # another SA's SPI (through the SA, not the SAD)
         forge(out, seq + 1000, payload + trailer(3, nh)),  # far ahead
         esps[3],  # old but within the window
         forge(out, seq + 1, payload + trailer(3, nh)),  # more than 64 behind: too old
@@ -430,6 +431,26 @@ def test_replay_ring_rounds_up_and_keeps_the_configured_size() -> None:
         window.check(100)  # 101 behind the top: outside a 100-packet window
     with pytest.raises(Replayed, match="duplicate"):
         window.check(101)
+
+
+def test_replay_bitmap_view() -> None:
+    """The classic view (bit i: top - i received) reads and positions the ring."""
+    window = ReplayWindow(64)
+    for seq in (1, 10, 12, 13, 70):  # 1 has left the window (7 .. 70) since
+        window.update(seq)
+    assert window.mask == (1 << 64) - 1
+    assert window.bitmap == 1 | 1 << (70 - 13) | 1 << (70 - 12) | 1 << (70 - 10)
+    window.top = 1000
+    window.bitmap = window.mask  # as if everything up to 1000 had been received
+    window.check(1001)
+    for seq in (1000, 999, 937):
+        with pytest.raises(Replayed, match="duplicate"):
+            window.check(seq)
+    with pytest.raises(Replayed, match="left"):
+        window.check(936)
+    window.bitmap = 0b101
+    assert [window.received(n) for n in (1000, 999, 998)] == [True, False, True]
+    assert window.bitmap == 0b101
 
 
 # -- batches ----------------------------------------------------------------------------
