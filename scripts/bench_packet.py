@@ -46,12 +46,17 @@ from hostsec.ipsec.ah import AhSA
 from hostsec.ipsec.esp import EspSA
 from hostsec.ipsec.sa import Direction, Mode, SAConfig, UdpEncapsulation
 from hostsec.ipsec.sad import SAD
+from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.wire.ip import IPv4Header
 
 A = ipaddress.ip_address("198.51.100.1")
 B = ipaddress.ip_address("198.51.100.2")
 RING = 256  # distinct packets per round (fresh sequence numbers, as on the wire)
 WINDOW = 4096  # inbound replay window: the largest allowed (its cost does not depend on it)
+# TCP between A and B (as a flow's SA has them): source remote, destination local inbound.
+SELECTORS = Selectors(
+    (TrafficSelector.from_network(f"{B}/32", 6),), (TrafficSelector.from_network(f"{A}/32", 6),)
+)
 
 Runner = Callable[[], object]  # runs one operation on each of RING packets
 
@@ -64,6 +69,7 @@ class Case:
     mode: Mode
     udp: bool = False
     api: str = "packet"  # a key of OPS
+    selectors: bool = False  # the inbound SA checks its traffic selectors (as the agent's do)
 
 
 #: The outbound and inbound operations timed for each api.
@@ -87,6 +93,16 @@ CASES = [
     Case("esp aes128gcm16 transport [encap]", GCM, ESP, TRANSPORT, True, "encap"),
     Case("esp aes128gcm16 tunnel [sad]", GCM, ESP, TUNNEL, api="sad"),
     Case("esp aes128gcm16 tunnel [encap sad]", GCM, ESP, TUNNEL, True, "encap sad"),
+    Case("esp aes128gcm16 transport [sad, selectors]", GCM, ESP, TRANSPORT, False, "sad", True),
+    Case(
+        "esp aes128gcm16 transport udp [encap sad, sel.]",
+        GCM,
+        ESP,
+        TRANSPORT,
+        True,
+        "encap sad",
+        True,
+    ),
     Case("esp aes128gcm16 tunnel [batch]", GCM, ESP, TUNNEL, api="batch"),
     Case("esp aes128gcm16 tunnel [encap batch]", GCM, ESP, TUNNEL, True, "encap batch"),
     Case("esp aes256gcm16 tunnel", "aes256gcm16", ESP, TUNNEL),
@@ -122,6 +138,7 @@ def make_configs(case: Case) -> tuple[SAConfig, SAConfig]:
             integrity_key=integ_key,
             replay_window=WINDOW if direction is Direction.INBOUND else 64,
             encapsulation=encap,
+            selectors=SELECTORS if case.selectors and direction is Direction.INBOUND else None,
         )
 
     return config(Direction.OUTBOUND), config(Direction.INBOUND)

@@ -52,6 +52,7 @@ from hostsec.ipsec.headers import (
 )
 from hostsec.ipsec.replay import ReplayWindow
 from hostsec.ipsec.sa import Mode, SAConfig, SecurityAssociation
+from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.esp import ESP_HEADER_LEN, padding
 from hostsec.wire.ip import (
@@ -132,6 +133,10 @@ class EspSA(SecurityAssociation):
         self._outer = OuterHeader(config.src.packed, config.dst.packed, IPPROTO_ESP, udp)
         self._outer_addrs = config.src.packed + config.dst.packed
         self._selectors = config.selectors
+        # Selectors.match(inner, True), compiled for the common IPv4 TCP/UDP case.
+        self._selector_check = (
+            _inbound_selector_check(config.selectors) if config.selectors is not None else None
+        )
         self._check_padding = config.check_padding
         self._udp_ports = (self._encap.src_port, self._encap.dst_port) if self._encap else None
         self._select_paths()
@@ -298,7 +303,7 @@ class EspSA(SecurityAssociation):
             if self.expired:
                 raise Expired("SA reached its hard lifetime")
             inner = self._unprotect(packet)
-            if self._selectors is not None and not self._selectors.match(inner, True):
+            if self._selector_check is not None and not self._selector_check(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             self.stats.drop(exc.reason)
@@ -393,7 +398,7 @@ class EspSA(SecurityAssociation):
             else:
                 header = IPv6Header(src, dst, next_header, hop_limit=ttl).pack(stop)
                 inner = header + plaintext[:stop]
-            if self._selectors is not None and not self._selectors.match(inner, True):
+            if self._selector_check is not None and not self._selector_check(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             self.stats.drop(exc.reason)
@@ -547,6 +552,9 @@ _V4_UDP_ESP_IV = struct.Struct("!BBHHHBBH8sHHHHIIQ")  # ... with the RFC 3948 UD
 _V4_HEADER = struct.Struct("!BBH5sBH8s")  # an IPv4 header without options, middle kept
 _V4_FIELDS = struct.Struct("!BBHHHBBH8s")  # every field of an IPv4 header without options
 _V4_SPLIT = struct.Struct("!BxH2xHxB10x")  # version/IHL, total length, flags/offset, protocol
+# Version/IHL, total length, flags/offset, protocol, addresses, ports (selector fields).
+_FLOW4 = struct.Struct("!BxH2xHxBxxIIHH")
+_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 _HARD = "SA reached its hard lifetime"
 _PAIR = slice(0, ESP_HEADER_LEN)  # SPI and sequence number of an ESP packet
 _BODY = slice(ESP_HEADER_LEN + 8, None)  # what follows an 8-octet IV
@@ -565,6 +573,54 @@ class _PacketPath(typing.Protocol):
 
 class _DecapsulatePath(typing.Protocol):
     def __call__(self, esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes: ...
+
+
+def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
+    """``selectors.match(inner, True)`` (RFC 4301 5.2: the inner packet's source among the
+    remote selectors, its destination among the local ones) with the IPv4 selectors
+    compiled into integer ranges, for TCP and UDP in IPv4 without options and not a later
+    fragment; every other packet goes to Selectors.match."""
+
+    def ranges(side: tuple[TrafficSelector, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
+        return tuple(
+            (
+                ts.protocol,
+                int.from_bytes(ts.start_addr, "big"),
+                int.from_bytes(ts.end_addr, "big"),
+                ts.start_port,
+                ts.end_port,
+            )
+            for ts in side
+            if len(ts.start_addr) == 4  # an IPv6 selector never holds an IPv4 address
+        )
+
+    general = selectors.match
+    remote, local = ranges(selectors.remote), ranges(selectors.local)
+
+    def matches(inner: bytes) -> bool:
+        try:
+            vihl, total, frag, protocol, src, dst, sport, dport = _FLOW4.unpack_from(inner)
+        except struct.error:
+            return general(inner, True)
+        if (
+            vihl != 0x45
+            or protocol not in _TCP_UDP
+            or frag & IPV4_FRAGMENT_OFFSET_MASK
+            or total > len(inner)
+            or total < IPV4_HEADER_LEN + 4  # the ports inside the packet
+        ):
+            return general(inner, True)
+        for proto, low, high, first, last in remote:
+            if (not proto or proto == protocol) and low <= src <= high and first <= sport <= last:
+                break
+        else:
+            return False
+        for proto, low, high, first, last in local:
+            if (not proto or proto == protocol) and low <= dst <= high and first <= dport <= last:
+                return True
+        return False
+
+    return matches
 
 
 def _aad_and_nonce(sa: EspSA) -> tuple[int, int, int, int, int]:
@@ -799,7 +855,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     slots = window.slots
     mask = window.ring_mask
     stats = sa.stats
-    selectors = sa._selectors
+    selectors = sa._selector_check
     check_padding = sa._check_padding
     udp = sa._encap is not None
     nat = sa.config.nat_original if udp else None
@@ -870,7 +926,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
                 next_header, stop = _trailer(plaintext, check_padding)
                 inner = _tunnel_inner(next_header, plaintext, stop)
                 total = len(inner)
-            if selectors is not None and not selectors.match(inner, True):
+            if selectors is not None and not selectors(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -961,7 +1017,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             )
             if nat is not None:
                 inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
-            if selectors is not None and not selectors.match(inner, True):
+            if selectors is not None and not selectors(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -988,7 +1044,7 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     slots = window.slots
     mask = window.ring_mask
     stats = sa.stats
-    selectors = sa._selectors
+    selectors = sa._selector_check
     check_padding = sa._check_padding
     nat = sa.config.nat_original if sa._encap is not None else None
     # SPI, sequence number and IV; the size asks for a trailer, the ICV and, in tunnel
@@ -1037,7 +1093,7 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
                 next_header, stop = _trailer(plaintext, check_padding)
                 inner = _tunnel_inner(next_header, plaintext, stop)
                 total = len(inner)
-            if selectors is not None and not selectors.match(inner, True):
+            if selectors is not None and not selectors(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -1101,7 +1157,7 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
             inner = header + plaintext[:stop]
             if nat is not None:
                 inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
-            if selectors is not None and not selectors.match(inner, True):
+            if selectors is not None and not selectors(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)

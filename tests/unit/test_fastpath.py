@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hostsec.crypto.proposals import Protocol, parse_proposal
 from hostsec.crypto.transforms import ENCRYPTION
 from hostsec.ipsec.errors import DropReason, PacketDropped, Replayed
-from hostsec.ipsec.esp import EspSA
+from hostsec.ipsec.esp import EspSA, _inbound_selector_check
 from hostsec.ipsec.replay import ReplayWindow
 from hostsec.ipsec.sa import Direction, Lifetime, Mode, SAConfig, UdpEncapsulation
 from hostsec.ipsec.sad import SAD
@@ -313,6 +313,101 @@ def test_selectors_and_expiry_match_general() -> None:
         kinds += [twins.same("unprotect", out.protect(good))[0] for _ in range(2)]
         assert kinds == ["ok", "SelectorMismatch", "ok", "ok", "Expired", "Expired"]
         twins.check_state()
+
+
+ADDRS = [bytes((198, 51, 100, n)) for n in (0, 1, 2, 7, 255)] + [bytes((203, 0, 113, 9))]
+SELECTOR = st.builds(
+    lambda a, b, proto, p1, p2, v6: TrafficSelector(
+        bytes(16) if v6 else min(a, b),
+        b"\xff" * 16 if v6 else max(a, b),
+        proto,
+        min(p1, p2),
+        max(p1, p2),
+    ),
+    st.sampled_from(ADDRS),
+    st.sampled_from(ADDRS),
+    st.sampled_from([0, 0, IPPROTO_TCP, IPPROTO_UDP, 1]),
+    st.sampled_from([0, 22, 23, 24, 1000, 0xFFFF]),
+    st.sampled_from([0, 22, 23, 24, 1000, 0xFFFF]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(SELECTOR, min_size=1, max_size=3),
+    st.lists(SELECTOR, min_size=1, max_size=3),
+    st.sampled_from(ADDRS),
+    st.sampled_from(ADDRS),
+    st.sampled_from([IPPROTO_TCP, IPPROTO_UDP, 1, 132, 50]),
+    st.sampled_from([0, 22, 23, 24, 1000, 0xFFFF]),
+    st.sampled_from([0, 22, 23, 24, 1000, 0xFFFF]),
+    st.sampled_from(
+        ["plain", "fragment", "first-fragment", "options", "short", "trailing", "v6", "cut"]
+    ),
+)
+def test_compiled_selector_check_matches_selectors(
+    local: list[TrafficSelector],
+    remote: list[TrafficSelector],
+    src: bytes,
+    dst: bytes,
+    protocol: int,
+    sport: int,
+    dport: int,
+    shape: str,
+) -> None:
+    selectors = Selectors(tuple(local), tuple(remote))
+    body = struct.pack("!HH", sport, dport) + bytes(16)
+    header = IPv4Header(src, dst, protocol)
+    if shape == "fragment":
+        header = IPv4Header(src, dst, protocol, flags_fragment=0x2003)
+    elif shape == "first-fragment":
+        header = IPv4Header(src, dst, protocol, flags_fragment=0x2000)
+    elif shape == "options":
+        header = IPv4Header(src, dst, protocol, options=b"\x01\x01\x01\x00")
+    packet = header.pack(len(body)) + body
+    if shape == "short":
+        packet = header.pack(3) + body[:3]
+    elif shape == "trailing":  # the ports lie after the total length
+        packet = header.pack(2) + body
+    elif shape == "cut":
+        packet = packet[:22]
+    elif shape == "v6":
+        packet = IPv6Header(A6.packed, B6.packed, protocol).pack(len(body)) + body
+    compiled = _inbound_selector_check(selectors)
+    assert compiled(packet) == selectors.match(packet, True)
+
+
+def test_compiled_selector_check_cases() -> None:
+    """The cases where the compiled check must defer to Selectors.match."""
+    a, b = A.packed, B.packed
+    ports_only = Selectors(
+        (TrafficSelector.from_network("198.51.100.2/32", IPPROTO_TCP, 23),),
+        (TrafficSelector.from_network("198.51.100.1/32", IPPROTO_TCP, (40000, 40010)),),
+    )
+    any_port = Selectors(
+        (TrafficSelector.from_network("198.51.100.0/24"),),
+        (TrafficSelector.from_network("198.51.100.0/24"),),
+    )
+    tcp = struct.pack("!HH", 40000, 23) + bytes(16)
+    later_fragment = IPv4Header(a, b, IPPROTO_TCP, flags_fragment=0x2003).pack(20) + tcp
+    first_fragment = IPv4Header(a, b, IPPROTO_TCP, flags_fragment=0x2000).pack(20) + tcp
+    ports_outside = IPv4Header(a, b, IPPROTO_TCP).pack(2) + tcp
+    icmp = IPv4Header(a, b, 1).pack(8) + bytes(8)
+    cases = [
+        (ports_only, ipv4_tcp(a, b, b"x"), True),
+        (ports_only, ipv4_tcp(b, a, b"x"), False),  # the wrong way round
+        (ports_only, later_fragment, False),  # no ports: only "any port" selectors
+        (any_port, later_fragment, True),
+        (ports_only, first_fragment, True),
+        (ports_only, ports_outside, False),  # malformed: no match
+        (ports_only, icmp, False),
+        (any_port, icmp, True),
+        (ports_only, ipv6_tcp(A6.packed, B6.packed, b"x"), False),
+    ]
+    for selectors, packet, expected in cases:
+        assert selectors.match(packet, True) is expected
+        assert _inbound_selector_check(selectors)(packet) is expected
 
 
 ESN_START = 0xFFFFFFFF - 40
