@@ -535,7 +535,9 @@ def _nat_fixup(packet: bytes, ihl: int, protocol: int, original: tuple[bytes, by
 #   checksum from one sum and one modulo;
 # - the tunnel-mode trailer and inner IPv4 length are checked by one comparison with the
 #   expected trailer (padding, pad length, next header) for that inner length;
-# - a packet in order updates the replay window with one store (see replay.py).
+# - a packet in order updates the replay window with one store (see replay.py);
+# - the inbound selector check (RFC 4301 5.2) compares integers for IPv4 TCP/UDP (this one
+#   serves the general methods too).
 # Every packet they do not cover (IPv6 outside, IPv4 options, short or odd packets, TFC
 # padding, other padding, dummy packets) goes to the general methods, which also produce
 # every error. The checks, their order (RFC 4303 3.4.3: replay check, ICV verification,

@@ -78,6 +78,10 @@ class ReplayWindow:
         """Record a verified ``seq`` (call :meth:`check` first)."""
         top = self.top
         mask = self.ring_mask
+        if seq == top + 1:  # the next one in order: nothing passed over
+            self.slots[seq & mask] = 1
+            self.top = seq
+            return
         if seq > top:
             if seq - top > mask:
                 self.slots[:] = self._zeros  # moved by a whole ring: nothing stays
