@@ -272,16 +272,29 @@ class HostsecPair(Pairing):
         hi, hr = lab.hosts["hi"], lab.hosts["hr"]
         hi_if, hr_if = lab.interface("hi"), lab.interface("hr")
         # Extra addresses, and a host route per peer that makes the kernel pick the
-        # peer's own local address (the agent's IKE socket does not choose one).
+        # peer's own local address (the agent's IKE socket does not choose one). Every
+        # peer is reached through the other side's first address as gateway: one ARP
+        # entry per side instead of one per peer (the kernel's neighbour table is shared
+        # by all namespaces: 1024 entries in all, then "neighbor table overflow" and lost
+        # packets).
         ip_batch(hi, [f"address add {self.ini(k)}/24 dev {hi_if}" for k in range(2, n + 1)])
         ip_batch(hr, [f"address add {self.res(k)}/24 dev {hr_if}" for k in range(2, n + 1)])
+        ip_batch(hi, [f"route add {self.res(1)}/32 dev {hi_if} src {self.ini(1)}"])
+        ip_batch(hr, [f"route add {self.ini(1)}/32 dev {hr_if} src {self.res(1)}"])
+        via_r, via_i = f"via {self.res(1)} dev {hi_if}", f"via {self.ini(1)} dev {hr_if}"
         ip_batch(
             hi,
-            [f"route add {self.res(k)}/32 dev {hi_if} src {self.ini(k)}" for k in range(1, n + 1)],
+            [
+                f"route add {self.res(k)}/32 {via_r} src {self.ini(k)} onlink"
+                for k in range(2, n + 1)
+            ],
         )
         ip_batch(
             hr,
-            [f"route add {self.ini(k)}/32 dev {hr_if} src {self.res(k)}" for k in range(1, n + 1)],
+            [
+                f"route add {self.ini(k)}/32 {via_i} src {self.res(k)} onlink"
+                for k in range(2, n + 1)
+            ],
         )
         peers_i = [(f"r{k}", self.res(k), self.ini(k)) for k in range(1, n + 1)]
         peers_r = [(f"i{k}", self.ini(k), self.res(k)) for k in range(1, n + 1)]
@@ -423,7 +436,9 @@ class HostsecSwanPair(Pairing):
         hs_if, sw_if = lab.interface("hs"), lab.interface("sw")
         ip_batch(sw, [f"address add 203.0.113.{k}/24 dev {sw_if}" for k in range(2, n + 1)])
         ip_batch(sw, [f"route add 198.51.100.0/24 dev {sw_if}"])
-        ip_batch(hs, [f"route add 203.0.113.0/24 dev {hs_if}"])
+        # Every strongSwan address through the first as gateway: one ARP entry, not n.
+        ip_batch(hs, [f"route add 203.0.113.1/32 dev {hs_if}"])
+        ip_batch(hs, [f"route add 203.0.113.0/24 via 203.0.113.1 dev {hs_if} onlink"])
         peers = [(f"s{k}", f"203.0.113.{k}", "198.51.100.1") for k in range(1, n + 1)]
         lab.write_secret("hs", "peer.psk", PSK)
         lab.write_policy("hs", hostsec_policy(peers, self.ike, self.esp, "remote_port = 23",
