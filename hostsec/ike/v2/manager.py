@@ -79,6 +79,10 @@ class IkeManager:
         # Every responder SA by the IKE_SA_INIT that created it, until it dies: a late
         # retransmission of that request must not create another SA (RFC 7296 2.1).
         self._inits: dict[tuple[bytes, bytes, int], IkeSA] = {}
+        # Where each SA is filed (its key in ``sas``, its IKE_SA_INIT in ``_inits`` and
+        # ``_half_open``): filing and forgetting cost the same with thousands of SAs.
+        self._key_of: dict[IkeSA, tuple[bytes, bytes]] = {}
+        self._init_of: dict[IkeSA, tuple[bytes, bytes, int]] = {}
         self._spis: set[tuple[Protocol, int]] = set()
         self._out: list[Transmit | NatKeepalive] = []
         self._events: list[Event] = []
@@ -99,13 +103,20 @@ class IkeManager:
     # ------------------------------------------------------------------ SA bookkeeping
 
     def register(self, sa: IkeSA) -> None:
+        self._unfile(sa)
         self.sas[sa.id] = sa
+        self._key_of[sa] = sa.id
+
+    def _unfile(self, sa: IkeSA) -> None:
+        key = self._key_of.pop(sa, None)
+        if key is not None and self.sas.get(key) is sa:
+            del self.sas[key]
 
     def forget(self, sa: IkeSA) -> None:
-        for key in [k for k, v in self.sas.items() if v is sa]:
-            del self.sas[key]
+        self._unfile(sa)
         self.half_open_done(sa)
-        for init in [k for k, v in self._inits.items() if v is sa]:
+        init = self._init_of.pop(sa, None)
+        if init is not None and self._inits.get(init) is sa:
             del self._inits[init]
         out, events = sa.poll()
         self._out += out
@@ -113,9 +124,7 @@ class IkeManager:
 
     def rekeyed_spis(self, sa: IkeSA) -> None:
         """The initiator learnt SPIr: re-key the table entry from (SPIi, 0)."""
-        for key in [k for k, v in self.sas.items() if v is sa]:
-            del self.sas[key]
-        self.sas[sa.id] = sa
+        self.register(sa)
 
     def new_ike_spi(self) -> bytes:
         while True:
@@ -414,6 +423,7 @@ class IkeManager:
         self.register(sa)
         self._half_open[key] = sa
         self._inits[key] = sa
+        self._init_of[sa] = key
         self._collect(sa)
 
     def _answer_unsupported(
@@ -435,5 +445,6 @@ class IkeManager:
         self._send_plain(reply, [Notify.unsupported_critical_payload(exc.payload_type)], dst, src)
 
     def half_open_done(self, sa: IkeSA) -> None:
-        for key in [k for k, v in self._half_open.items() if v is sa]:
+        key = self._init_of.get(sa)
+        if key is not None and self._half_open.get(key) is sa:
             del self._half_open[key]
