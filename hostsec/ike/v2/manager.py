@@ -83,6 +83,12 @@ class IkeManager:
         # ``_half_open``): filing and forgetting cost the same with thousands of SAs.
         self._key_of: dict[IkeSA, tuple[bytes, bytes]] = {}
         self._init_of: dict[IkeSA, tuple[bytes, bytes, int]] = {}
+        # Each filed SA's next_timer(), as of the last time it was handled or collected
+        # (the agent asks for the next timer after every datagram). An SA only gets an
+        # earlier timer by handling something (collected then) or by sending (collected
+        # by poll); handle_timer looks at every SA again, so a timer that went stale
+        # (later) costs one early wake-up.
+        self._timers: dict[IkeSA, float | None] = {}
         self._spis: set[tuple[Protocol, int]] = set()
         self._out: list[Transmit | NatKeepalive] = []
         self._events: list[Event] = []
@@ -106,11 +112,13 @@ class IkeManager:
         self._unfile(sa)
         self.sas[sa.id] = sa
         self._key_of[sa] = sa.id
+        self._timers[sa] = sa.next_timer()
 
     def _unfile(self, sa: IkeSA) -> None:
         key = self._key_of.pop(sa, None)
         if key is not None and self.sas.get(key) is sa:
             del self.sas[key]
+        self._timers.pop(sa, None)
 
     def forget(self, sa: IkeSA) -> None:
         self._unfile(sa)
@@ -277,6 +285,8 @@ class IkeManager:
             if t is not None and now >= t:
                 sa.handle_timer(now)
                 self._collect(sa)
+        # Every timer looked at again: what went stale (later, or the SA gone) is dropped.
+        self._timers = {sa: sa.next_timer() for sa in self.sas.values()}
         due = [r for r in self._retry if r[0] <= now]
         self._retry = [r for r in self._retry if r[0] > now]
         for _, peer, config in due:
@@ -284,7 +294,7 @@ class IkeManager:
                 self.initiate(peer, [config], now)
 
     def next_timer(self) -> float | None:
-        times = [t for sa in self.sas.values() if (t := sa.next_timer()) is not None]
+        times = [t for t in self._timers.values() if t is not None]
         times += [r[0] for r in self._retry]
         times.append(self.cookies.next_timer())
         return min(times) if times else None
@@ -311,11 +321,16 @@ class IkeManager:
         out, events = sa.poll()
         self._out += out
         self._events += events
+        if sa in self._timers:
+            self._timers[sa] = sa.next_timer()
         # New IKE SAs spawned by a rekey collect through the same path.
-        if sa.replaced_by is not None:
-            o2, e2 = sa.replaced_by.poll()
+        new = sa.replaced_by
+        if new is not None:
+            o2, e2 = new.poll()
             self._out += o2
             self._events += e2
+            if new in self._timers:
+                self._timers[new] = new.next_timer()
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
