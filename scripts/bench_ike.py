@@ -19,7 +19,9 @@ and for each:
   and also reports the time it measured itself), strongSwan through vici (``initiate``,
   which answers once the CHILD_SA is installed). No process start-up is counted.
 * set-up rate: 200 initiated at once (hostsec: 200 concurrent ``up --wait`` requests, one
-  per peer; strongSwan: 200 vici ``initiate`` with ``timeout = -1``), from the first request
+  per flow, each flow with its own peer, named by the flow as vici names the child: for a
+  peer name the agent looks through all its flows; strongSwan: 200 vici ``initiate`` with
+  ``timeout = -1``), from the first request
   to the last CHILD SA reported up; median of 7 rounds. With it, the CPU time both
   daemons used per SA (hostsec: both agents with their data-path workers; strongSwan: both
   charons), which a busy machine disturbs far less than the rate.
@@ -314,7 +316,7 @@ class HostsecPair(Pairing):
 
     def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
         self.used.add(k)
-        return control_up(self.lab.run_dir("hi"), f"r{k}", timeout)
+        return control_up(self.lab.run_dir("hi"), f"f-r{k}", timeout)
 
     def setup_once(self, i: int) -> tuple[float, float | None]:
         start = time.perf_counter()
@@ -451,7 +453,7 @@ class HostsecSwanPair(Pairing):
 
     def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
         self.used.add(k)
-        return control_up(self.lab.run_dir("hs"), f"s{k}", timeout)
+        return control_up(self.lab.run_dir("hs"), f"f-s{k}", timeout)
 
     def setup_once(self, i: int) -> tuple[float, float | None]:
         start = time.perf_counter()
