@@ -36,6 +36,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from hostsec.agent import messages as m
 from hostsec.ipsec.dataplane import (
@@ -153,23 +154,29 @@ class _Transmitter:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, SOCKET_BUFFER)
 
+    def _raw_sendto(self, dst: bytes) -> tuple[Callable[..., int], tuple[str, int]]:
+        """The raw socket's ``sendto`` for packets to ``dst``, and the address to give it."""
+        version = 4 if len(dst) == 4 else 6
+        sender = self.raw.get(version)
+        if sender is None:
+            sender = self.raw[version] = RawSender(version, sndbuf=SOCKET_BUFFER)
+        return sender.sock.sendto, (_text(dst, self.names), 0)
+
     def send(self, outputs: list[Output]) -> None:
-        names = self.names
         udp_seen = False
         raw_sent = 0
+        last_dst = b""
+        sendto: Callable[..., int] | None = None
+        address = ("", 0)
         for how, dst, _port, data in outputs:
             if how is not Transmit.IP:
                 udp_seen = True
                 continue
-            text = names.get(dst)
-            if text is None:
-                text = _text(dst, names)
-            version = 4 if len(dst) == 4 else 6
             try:
-                sender = self.raw.get(version)
-                if sender is None:
-                    sender = self.raw[version] = RawSender(version, sndbuf=SOCKET_BUFFER)
-                sender.send_to(data, text)
+                if dst is not last_dst or sendto is None:  # one flow: the same object
+                    sendto, address = self._raw_sendto(dst)
+                    last_dst = dst
+                sendto(data, address)
                 raw_sent += 1
             except OSError as exc:
                 _bump(self.errors, _errno_key(exc))
@@ -459,7 +466,8 @@ def _receive_raw(
     engine: Inbound, writer: _TunWriter, receiver: RawReceiver, io: dict[str, int]
 ) -> None:
     """Read a raw ESP/AH socket until it is empty (bounded): one packet per read."""
-    recv = receiver.recv_packet
+    # IPv4 raw sockets give the whole packet; IPv6 ones need the header rebuilt
+    recv = receiver.sock.recv if receiver.version == 4 else receiver.recv_packet
     for _round in range(ROUNDS):
         received: list[bytes] = []
         append = received.append
