@@ -23,6 +23,11 @@ started here is stopped by PID and removed (hostsec.platform.netns.Lab).
     scripts/bench_tunnel.py --quick            3 s, 1 round
     scripts/bench_tunnel.py --seconds 5 --repeat 2 --cases hostsec-tunnel-udp,strongswan
     scripts/bench_tunnel.py --json             one JSON object
+    scripts/bench_tunnel.py --tree main=/work/main   hostsec of main too (case@main)
+
+The CPU column "dp CPU s/GB" is the CPU time of the data-path processes (hostsec's
+workers, the charons) per GB carried: on a busy machine Gbit/s follows the CPU share a
+process gets, this follows the work it does.
 """
 
 from __future__ import annotations
@@ -415,20 +420,31 @@ def case_strongswan() -> Iterator[Case]:
         lab.close()
 
 
-def run_case(name: str, seconds: float) -> dict[str, Any]:
-    if name == "veth":
+def run_case(name: str, seconds: float, trees: dict[str, str]) -> dict[str, Any]:
+    """One run of case ``name`` (``hostsec-...@LABEL``: the agents from tree LABEL)."""
+    base, _, label = name.partition("@")
+    if base == "veth":
         manager = case_veth()
-    elif name == "strongswan":
+    elif base == "strongswan":
         manager = case_strongswan()
     else:
-        mode, encapsulation = HOSTSEC_CASES[name]
+        mode, encapsulation = HOSTSEC_CASES[base]
         manager = case_hostsec(mode, encapsulation)
-    with manager as (a, b, address, pids, check):
-        workdir = a.lab.workdir
-        result = iperf(a, b, address, seconds, pids, workdir)
-        problem = check(result["bytes"])
-        if problem:
-            raise RuntimeError(problem)
+    saved = os.environ.get("PYTHONPATH")
+    if label:  # the agents (python -m hostsec) import hostsec from that tree
+        os.environ["PYTHONPATH"] = trees[label]
+    try:
+        with manager as (a, b, address, pids, check):
+            workdir = a.lab.workdir
+            result = iperf(a, b, address, seconds, pids, workdir)
+            problem = check(result["bytes"])
+            if problem:
+                raise RuntimeError(problem)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     return result
 
 
@@ -476,10 +492,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratios: dict[str, float] = {}
     base = cases.get("strongswan", {}).get("gbit_s")
     veth = cases.get("veth", {}).get("gbit_s")
-    for name in HOSTSEC_CASES:
-        if name in cases and base:
+    for name in cases:
+        if name.partition("@")[0] not in HOSTSEC_CASES:
+            continue
+        if base:
             ratios[f"{name} / strongswan"] = round(cases[name]["gbit_s"] / base, 2)
-        if name in cases and veth:
+        if veth:
             ratios[f"{name} / veth"] = round(cases[name]["gbit_s"] / veth, 3)
     if base and veth:
         ratios["strongswan / veth"] = round(base / veth, 3)
@@ -488,21 +506,21 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"iperf3 TCP a -> b, {args.seconds} s per run, median of {args.repeat} round(s)")
-    print(f"{'case':20} {'Gbit/s':>7} {'retrans':>8} {'dp CPU s/GB':>11}  runs (Gbit/s)")
+    print(f"{'case':25} {'Gbit/s':>7} {'retrans':>8} {'dp CPU s/GB':>11}  runs (Gbit/s)")
     for name, c in summary["cases"].items():
         runs = ", ".join(f"{x:.2f}" for x in c["gbit_s_runs"])
         per_gb = c["datapath_cpu_s_per_gb"]
-        print(f"{name:20} {c['gbit_s']:7.2f} {c['retransmits']:8d} {per_gb:11.2f}  {runs}")
+        print(f"{name:25} {c['gbit_s']:7.2f} {c['retransmits']:8d} {per_gb:11.2f}  {runs}")
     print("\nCPU, % of one core (run nearest the median):")
     for name, c in summary["cases"].items():
         procs = ", ".join(f"{k} {v:.0f}" for k, v in c["cpu_percent"].items())
         s = c["system_cpu_percent"]
-        print(f"  {name:20} {procs}")
-        print(f"  {'':20} machine: user {s['user']:.0f}, system {s['system']:.0f},"
+        print(f"  {name:25} {procs}")
+        print(f"  {'':25} machine: user {s['user']:.0f}, system {s['system']:.0f},"
               f" softirq {s['softirq']:.0f}, idle {s['idle']:.0f}")  # fmt: skip
     print("\nratios:")
     for name, value in summary["ratios"].items():
-        print(f"  {name:36} {value}")
+        print(f"  {name:42} {value}")
 
 
 def main() -> int:
@@ -512,6 +530,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 s, one round")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also run the hostsec cases with the agents from another checkout (e.g."
+        " main=/work/main), as case@LABEL, interleaved with the others",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.repeat = 3.0, 1
@@ -525,6 +551,18 @@ def main() -> int:
     unknown = set(names) - set(CASES)
     if unknown:
         parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
+    trees: dict[str, str] = {}
+    for item in args.tree:
+        label, _, path = item.partition("=")
+        if not label or not path or not (Path(path) / "hostsec" / "__init__.py").exists():
+            parser.error(f"--tree {item}: LABEL=PATH of a checkout with hostsec/")
+        trees[label] = str(Path(path).resolve())
+    # each hostsec case once per tree, next to the run of this checkout
+    names = [
+        variant
+        for n in names
+        for variant in [n, *(f"{n}@{t}" for t in trees if n in HOSTSEC_CASES)]
+    ]
     machine = _machine()
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     errors: dict[str, str] = {}
@@ -533,7 +571,7 @@ def main() -> int:
             if name in errors:
                 continue
             try:
-                result = run_case(name, args.seconds)
+                result = run_case(name, args.seconds, trees)
             except (RuntimeError, OSError, subprocess.SubprocessError, TimeoutError) as exc:
                 errors[name] = str(exc)
                 continue
