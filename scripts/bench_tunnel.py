@@ -26,8 +26,8 @@ started here is stopped by PID and removed (hostsec.platform.netns.Lab).
     scripts/bench_tunnel.py --tree main=/work/main   hostsec of main too (case@main)
 
 The CPU column "dp CPU s/GB" is the CPU time of the data-path processes (hostsec's
-workers, the charons) per GB carried: on a busy machine Gbit/s follows the CPU share a
-process gets, this follows the work it does.
+workers, the charons) per GB carried, "(kernel)" the part spent in system calls: on a
+busy machine Gbit/s follows the CPU share a process gets, these follow the work it does.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from typing import Any
 import cryptography
 import psutil
 
+import hostsec
 from hostsec.agent.lab import AgentLab
 from hostsec.platform.netns import Host, Lab
 
@@ -179,6 +180,8 @@ class CpuMeter:
     def __init__(self, processes: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in processes.items()}
         self._start: dict[str, float] = {}
+        self._start_sys: dict[str, float] = {}
+        self.kernel: dict[str, float] = {}  # of the CPU seconds, those in the kernel
         self._t0 = 0.0
         self._sys0: Any = None
 
@@ -186,6 +189,7 @@ class CpuMeter:
         self._t0 = time.monotonic()
         self._sys0 = psutil.cpu_times()
         self._start = {n: _cpu_seconds(p) for n, p in self.procs.items()}
+        self._start_sys = {n: float(p.cpu_times().system) for n, p in self.procs.items()}
 
     def stop(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """(wall seconds, CPU seconds per process, system-wide CPU seconds by kind)."""
@@ -193,6 +197,7 @@ class CpuMeter:
         for name, proc in self.procs.items():
             try:
                 used[name] = _cpu_seconds(proc) - self._start[name]
+                self.kernel[name] = float(proc.cpu_times().system) - self._start_sys[name]
             except psutil.Error:
                 used[name] = float("nan")
         wall = time.monotonic() - self._t0
@@ -270,6 +275,8 @@ def iperf(
     cpu["iperf3-client"] = cli_cpu
     cpu["iperf3-server"] = srv_cpu
     datapath = sum(v for k, v in cpu.items() if k.startswith(("worker-", "charon-")))
+    kernel = sum(v for k, v in meter.kernel.items() if k.startswith(("worker-", "charon-")))
+    gbytes = received["bytes"] / 1e9
     return {
         "gbit_s": received["bits_per_second"] / 1e9,
         "bytes": received["bytes"],
@@ -277,7 +284,8 @@ def iperf(
         "retransmits": sent.get("retransmits", 0),
         # CPU seconds the data-path processes spent per GB carried (less sensitive to a
         # busy machine than Gbit/s)
-        "datapath_cpu_s_per_gb": round(datapath / (received["bytes"] / 1e9), 2),
+        "datapath_cpu_s_per_gb": round(datapath / gbytes, 2),
+        "datapath_kernel_s_per_gb": round(kernel / gbytes, 2),  # the system-time part
         "cpu_percent": {k: round(100 * v / wall, 1) for k, v in cpu.items()},
         "system_cpu_percent": {k: round(100 * v / wall, 1) for k, v in system.items()},
     }
@@ -430,9 +438,12 @@ def run_case(name: str, seconds: float, trees: dict[str, str]) -> dict[str, Any]
     else:
         mode, encapsulation = HOSTSEC_CASES[base]
         manager = case_hostsec(mode, encapsulation)
-    saved = os.environ.get("PYTHONPATH")
-    if label:  # the agents (python -m hostsec) import hostsec from that tree
-        os.environ["PYTHONPATH"] = trees[label]
+    # The agents run as "python -m hostsec", which imports from the working directory
+    # first, then PYTHONPATH: both point at the tree the case is for.
+    root = trees[label] if label else str(Path(hostsec.__file__).resolve().parents[1])
+    saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    os.environ["PYTHONPATH"] = root
+    os.chdir(root)
     try:
         with manager as (a, b, address, pids, check):
             workdir = a.lab.workdir
@@ -441,6 +452,7 @@ def run_case(name: str, seconds: float, trees: dict[str, str]) -> dict[str, Any]
             if problem:
                 raise RuntimeError(problem)
     finally:
+        os.chdir(cwd)
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
@@ -486,6 +498,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "retransmits": int(statistics.median(r["retransmits"] for r in results)),
             "retransmits_runs": [r["retransmits"] for r in results],
             "datapath_cpu_s_per_gb": typical["datapath_cpu_s_per_gb"],
+            "datapath_kernel_s_per_gb": typical["datapath_kernel_s_per_gb"],
             "cpu_percent": typical["cpu_percent"],
             "system_cpu_percent": typical["system_cpu_percent"],
         }
@@ -506,11 +519,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"iperf3 TCP a -> b, {args.seconds} s per run, median of {args.repeat} round(s)")
-    print(f"{'case':25} {'Gbit/s':>7} {'retrans':>8} {'dp CPU s/GB':>11}  runs (Gbit/s)")
+    head = f"{'case':25} {'Gbit/s':>7} {'retrans':>8} {'dp CPU s/GB':>11} {'(kernel)':>8}"
+    print(f"{head}  runs (Gbit/s)")
     for name, c in summary["cases"].items():
         runs = ", ".join(f"{x:.2f}" for x in c["gbit_s_runs"])
-        per_gb = c["datapath_cpu_s_per_gb"]
-        print(f"{name:25} {c['gbit_s']:7.2f} {c['retransmits']:8d} {per_gb:11.2f}  {runs}")
+        per_gb, kernel = c["datapath_cpu_s_per_gb"], c["datapath_kernel_s_per_gb"]
+        line = f"{name:25} {c['gbit_s']:7.2f} {c['retransmits']:8d} {per_gb:11.2f} {kernel:8.2f}"
+        print(f"{line}  {runs}")
     print("\nCPU, % of one core (run nearest the median):")
     for name, c in summary["cases"].items():
         procs = ", ".join(f"{k} {v:.0f}" for k, v in c["cpu_percent"].items())
