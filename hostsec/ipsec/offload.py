@@ -51,8 +51,9 @@ _V4_FIXED = struct.Struct("!BBHHHBBH")  # the first 12 octets of an IPv4 header
 _V6_FIXED = struct.Struct("!IHBB")  # the first 8 octets of an IPv6 header
 # IPv4 (no options) + TCP, the fields coalescing compares: version/IHL and TOS, total
 # length, flags/fragment offset with TTL and protocol, addresses and ports, sequence
-# number, acknowledgment number with data offset, flags and window.
-_V4_TCP_KEY = struct.Struct("!2sH2x4s2x12sI8s")
+# number, acknowledgment number with data offset, flags and window, TCP options; one
+# layout per TCP data offset (5 to 15 words).
+_KEYS = [struct.Struct(f"!2sH2x4s2x12sI8s4x{4 * extra}s") for extra in range(11)]
 
 
 def _fold(total: int) -> int:
@@ -210,38 +211,39 @@ def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[M
     out: list[Merged] = []
     append = out.append
     group: list[bytes] = []
-    unpack = _V4_TCP_KEY.unpack_from
     # The run being built: the fields every segment must share with its first (IPv4
     # version/IHL and TOS; DF, TTL, protocol; addresses and ports; acknowledgment number,
     # data offset, flags and window; TCP options), the segment size, the next sequence
     # number, the size so far and the header length.
     k_vt = k_mid = k_flow = k_ack = k_ack_psh = k_opts = b""
     mss = next_seq = size = hlen = 0
+    unpack = _KEYS[0].unpack_from
     for packet in packets:
         n = len(packet)
-        if group and n > 40:
-            vt, total, mid, flow, seq, ackwin = unpack(packet)
+        if group and n > hlen:
+            vt, total, mid, flow, seq, ackwin, opts = unpack(packet)
+            payload = n - hlen
             if (
-                flow == k_flow
-                and seq == next_seq
+                seq == next_seq
+                and flow == k_flow
+                and total == n
                 and vt == k_vt
                 and mid == k_mid
-                and total == n
-                and n - hlen <= mss
-                and size + n - hlen <= limit
-                and (hlen == 40 or packet[40:hlen] == k_opts)
+                and opts == k_opts
+                and payload <= mss
+                and size + payload <= limit
             ):
                 if ackwin == k_ack:
                     group.append(packet)
-                    size += n - hlen
-                    next_seq = (seq + n - hlen) & 0xFFFFFFFF
-                    if n - hlen < mss:  # a short segment ends the run
+                    size += payload
+                    next_seq = (seq + payload) & 0xFFFFFFFF
+                    if payload < mss:  # a short segment ends the run
                         append(_merge(group, mss, size, hlen))
                         group = []
                     continue
                 if ackwin == k_ack_psh:  # PSH ends the run
                     group.append(packet)
-                    append(_merge(group, mss, size + n - hlen, hlen))
+                    append(_merge(group, mss, size + payload, hlen))
                     group = []
                     continue
         if group:
@@ -252,12 +254,11 @@ def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[M
         if n <= 40 or packet[0] != 0x45 or packet[9] != IPPROTO_TCP:
             append(Merged(0, 0, 0, [packet]))
             continue
-        vt, total, mid, flow, seq, ackwin = unpack(packet)
         doff = packet[32] >> 4
         hlen = IPV4_HEADER_LEN + doff * 4
         payload = n - hlen
         if (
-            total != n
+            ((packet[2] << 8) | packet[3]) != n
             or packet[33] != TCP_ACK
             or packet[6] & 0xBF
             or packet[7]
@@ -266,10 +267,10 @@ def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[M
         ):
             append(Merged(0, 0, 0, [packet]))
             continue
+        unpack = _KEYS[doff - 5].unpack_from
+        k_vt, _total, k_mid, k_flow, seq, k_ack, k_opts = unpack(packet)
+        k_ack_psh = k_ack[:5] + bytes((TCP_ACK | TCP_PSH,)) + k_ack[6:]
         group = [packet]
-        k_vt, k_mid, k_flow, k_ack = vt, mid, flow, ackwin
-        k_ack_psh = ackwin[:5] + bytes((TCP_ACK | TCP_PSH,)) + ackwin[6:]
-        k_opts = packet[40:hlen]
         mss = payload
         size = n
         next_seq = (seq + payload) & 0xFFFFFFFF
