@@ -48,7 +48,7 @@ from hostsec.crypto.certs import (
     load_credentials,
 )
 from hostsec.crypto.proposals import Protocol
-from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.config import CertAuth, Retransmit
 from hostsec.ike.v2.events import (
     AuthenticationFailed,
     ChildSADown,
@@ -170,6 +170,9 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._linger: list[asyncio.TimerHandle] = []
         self.trust: TrustStore | None = None
+        self._retransmit = Retransmit(
+            config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
+        )
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -381,7 +384,11 @@ class Agent:
                 local = peer.local_address or local_address_for(peer.address)
                 creds = self._credentials(peer)
                 own: Identity | None = None
-                configs.append(ike_config(peer, flows, local, creds, own))
+                configs.append(
+                    ike_config(
+                        peer, flows, local, creds, own, self._retransmit, self.config.nat_keepalive
+                    )
+                )
             except (ValueError, OSError, CertificateError) as exc:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)
