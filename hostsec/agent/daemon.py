@@ -226,6 +226,7 @@ class Agent:
                 "status": self._cmd_status,
                 "up": self._cmd_up,
                 "down": self._cmd_down,
+                "rekey": self._cmd_rekey,
                 "keys": self._cmd_keys,
                 "rescan": self._cmd_rescan,
             },
@@ -824,6 +825,30 @@ class Agent:
             self._flush_ike()
             return f"deleting the IKE SA with {name}"
         raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rekey(self, request: dict[str, Any]) -> str:
+        """Rekey now: a flow's CHILD SAs, or a peer's IKE SA (RFC 7296 1.3.2, 1.3.3)."""
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        peer = self.flows[name].peer.name if name in self.flows else name
+        if name not in self.flows and name not in self.policies.peers:
+            raise ControlError(f"no flow or peer named {name!r}")
+        sa = self.ike.sa_for(peer)
+        if sa is None or not sa.established:
+            raise ControlError(f"no established IKE SA with {peer}")
+        if name in self.flows:
+            spis = [c.spi_in for c in sa.children.values() if c.name == name and c.live]
+            if not spis:
+                raise ControlError(f"flow {name} has no CHILD SA to rekey")
+            for spi in spis:
+                sa.rekey_child(spi, now)
+            what = f"rekeying the CHILD SAs of {name}"
+        else:
+            sa.rekey(now)
+            what = f"rekeying the IKE SA with {name}"
+        self._flush_ike()
+        self._schedule_timer()
+        return what
 
     async def _cmd_rescan(self, request: dict[str, Any]) -> str:
         self.rescan()
