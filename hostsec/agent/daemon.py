@@ -553,8 +553,15 @@ class Agent:
                 event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
             )  # fmt: skip
         elif isinstance(event, IkeSADown):
-            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            was_up = self.ike_records.pop((event.spi_i, event.spi_r), None) is not None
             log.info("IKE SA %s down: %s", event.ike, event.reason)
+            if not was_up:
+                # It never came up (refused, no answer): the flows waiting on it say why;
+                # their next packet (or `hostsec up`) tries again.
+                for state in self.flows.values():
+                    if state.peer.name == event.ike and state.state == "acquiring":
+                        state.state = "failed"
+                        state.error = f"IKE SA not established: {event.reason}"
         elif isinstance(event, AuthenticationFailed):
             self.auth_failures[event.ike] = event.reason
             log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
