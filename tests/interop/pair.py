@@ -43,8 +43,11 @@ log_level = "info"
 retransmit_timeout = 0.5
 retransmit_base = 1.8
 retransmit_tries = 2
+nat_keepalive = 1.0
 """
 RETRANSMIT_BUDGET = 0.5 * (1 + 1.8 + 1.8**2)
+NAT_KEEPALIVE = 1.0
+CONNTRACK_UDP_TIMEOUT = 3  # seconds, in the router (NAT tests)
 
 
 @dataclass
@@ -83,21 +86,15 @@ class InteropLab:
         """``nat``: None (one link), "keep" (plain masquerade) or "random" (masquerade
         random: the outer source ports are remapped)."""
         self.nat = nat
-        if nat is None:
-            self.lab = AgentLab(prefix="hsio", hosts=("hs", "sw"))
-            self.hs = self.lab.hosts["hs"]
-            self.sw = self.lab.hosts["sw"]
-            self.capture_host, self.capture_if = self.sw, self.lab.interface("sw")
-        else:
-            self.lab = AgentLab(prefix="hsnat", hosts=("hs", "rt"))
-            self.hs = self.lab.hosts["hs"]
-            self.rt = self.lab.hosts["rt"]
-            self.sw = self.lab.lab.add_host("sw", ipv6=False)
-            self.lab.hosts["sw"] = self.sw
-            outer = self.lab.lab.connect(self.rt, self.sw, subnet="203.0.113.0/24")
-            self.capture_host, self.capture_if = self.rt, outer.interface_of(self.rt)
-            self._router(nat, outer.interface_of(self.rt))
+        self.lab = AgentLab(
+            prefix="hsio" if nat is None else "hsnat", hosts=("hs", "rt" if nat else "sw")
+        )
         self.root = self.lab.root
+        try:
+            self._build(nat)
+        except BaseException:
+            self.lab.close()
+            raise
         self.hs_addr = str(self.hs.ip)
         self.sw_addr = str(self.sw.address(4))
         self.charon = Charon(self.sw, self.root / "sw" / "charon", keep_alive="2s")
@@ -105,6 +102,20 @@ class InteropLab:
         self._pki: dict[str, Authority] = {}
         self._issued: dict[tuple[str, str], Issued] = {}
         self._echo: subprocess.Popen[bytes] | None = None
+
+    def _build(self, nat: str | None) -> None:
+        if nat is None:
+            self.hs = self.lab.hosts["hs"]
+            self.sw = self.lab.hosts["sw"]
+            self.capture_host, self.capture_if = self.sw, self.lab.interface("sw")
+        else:
+            self.hs = self.lab.hosts["hs"]
+            self.rt = self.lab.hosts["rt"]
+            self.sw = self.lab.lab.add_host("sw", ipv6=False)
+            self.lab.hosts["sw"] = self.sw
+            outer = self.lab.lab.connect(self.rt, self.sw, subnet="203.0.113.0/24")
+            self.capture_host, self.capture_if = self.rt, outer.interface_of(self.rt)
+            self._router(nat, outer.interface_of(self.rt))
 
     # ------------------------------------------------------------------ set-up
 
@@ -124,6 +135,15 @@ class InteropLab:
         path = self.root / "rt-nft.conf"
         path.write_text(ruleset)
         rt.run(["nft", "-f", str(path)])
+        # Short UDP mapping timeouts (30 s / 120 s by default): without keepalives the
+        # mapping would be gone after a few idle seconds.
+        for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+            rt.sysctl(f"net/netfilter/{key}", CONNTRACK_UDP_TIMEOUT)
+
+    def conntrack_udp(self) -> list[str]:
+        """The router's UDP mappings (``/proc/net/nf_conntrack``), one line each."""
+        text = self.rt.run(["cat", "/proc/net/nf_conntrack"]).stdout
+        return [" ".join(line.split()) for line in text.splitlines() if " udp " in line]
 
     def start(self) -> None:
         for kind in ("rsa", "ecdsa"):
