@@ -467,8 +467,12 @@ class Agent:
                 self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
         if outbound:
             self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            # A manual SA replaces its predecessor; an IKE one stays known until its
+            # ChildSADown (after a rekey collision the pair installed last may be the
+            # redundant one, and the survivor must take over again when it goes).
             for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
-                del self.sas[key]
+                if keying == "manual" or self.sas[key].keying == "manual":
+                    del self.sas[key]
             for c in outbound:
                 self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
         state = self.flows.get(flow)
@@ -483,6 +487,8 @@ class Agent:
         state = self.flows.get(flow_name)
         if state is None or state.flow.keying is not Keying.IKE:
             return
+        if state.state == "up" and state.outbound_spi is not None:
+            return  # an acquire that raced with an install: the flow has its SA
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
@@ -603,10 +609,24 @@ class Agent:
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:
             del self.sas[key_out]
-            self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
             if state is not None and state.outbound_spi == event.spi_out:
-                state.outbound_spi = None
-                state.state = "trap"
+                # Another pair of the flow still up (the survivor of a rekey collision)
+                # carries its traffic from now on: installing it replaces the carrier
+                # at once, with no gap in which a packet would be held.
+                others = [
+                    sa
+                    for k, sa in self.sas.items()
+                    if sa.flow == event.child and k[2] == "out" and sa.keying == "ike"
+                ]
+                if others:
+                    survivor = max(others, key=lambda sa: sa.installed)
+                    self.datapath.to_out(m.InstallOutbound(event.child, [survivor.config]))
+                    state.outbound_spi = survivor.config.spi
+                    log.info("flow %s: outbound now on 0x%08x", event.child, survivor.config.spi)
+                else:
+                    self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+                    state.outbound_spi = None
+                    state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
