@@ -9,11 +9,15 @@ that rekeys is never the one that set the IKE SA up, so responders start rekeys 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .checks import charon_ike
+from .checks import charon_ike, check_echo
 from .pair import Case, InteropLab, wait_until
 
 pytestmark = pytest.mark.interop
@@ -127,3 +131,79 @@ def test_rekey_during_transfer(interop: InteropLab, who: str, what: str, esp: st
             assert _hs_out_spi(lab, case) == old_out
         flow = lab.flow_status(lab.status(), case)
         assert flow["state"] == "up", flow
+
+
+@contextlib.contextmanager
+def _hostsec_deaf(lab: InteropLab) -> Iterator[None]:
+    """hostsec's inbound worker (it reads udp/4500) stopped for the block: what strongSwan
+    sends waits in the socket while hostsec's own requests still leave."""
+    inbound = lab.status()["agent"]["workers"][1]
+    os.kill(inbound, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(inbound, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("what", ["child", "ike"])
+def test_simultaneous_rekey(interop: InteropLab, what: str) -> None:
+    """Both ends rekey the same SA at once, during a transfer (RFC 7296 2.8.1): the
+    requests cross, the nonce rule picks one new SA on both sides, the redundant one and
+    the old one are deleted, and the session goes on byte-exact on the survivor.
+
+    To make the requests cross every time, hostsec reads nothing while strongSwan's
+    request is sent and its own goes out; strongSwan then sees the collision first."""
+    lab = interop
+    with lab.case(esp="aes128gcm16", hostsec_starts=what == "child") as case:
+        lab.establish(case)
+        old_ike = _hs_ike(lab, case)
+        client = lab.echo_async(NBYTES)
+        try:
+            wait_until(lambda: _moving(lab, case, 300_000), 20, "transfer did not start")
+            mark = lab.charon.log_mark()
+            kind = "CHILD_REKEY" if what == "child" else "IKE_REKEY"
+            with _hostsec_deaf(lab):
+                lab.charon.rekey(**{what: case.child if what == "child" else case.conn})
+                wait_until(
+                    lambda: "generating CREATE_CHILD_SA request" in lab.charon.log_since(mark),
+                    5,
+                    "strongSwan did not send its rekey",
+                )
+                lab.control("rekey", name=case.flow if what == "child" else case.peer)
+                wait_until(
+                    lambda: f"detected {kind} collision with {kind}" in lab.charon.log_since(mark),
+                    5,
+                    "strongSwan saw no collision",
+                )
+            out, err = client.communicate(timeout=60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        assert client.returncode == 0 and '"ok": true' in out, (out, err)
+        log = lab.hs_log()
+        assert "rekey collision" in log[log.index(f"CHILD SA {case.flow} up") :]
+
+        # One CHILD SA, the same on both ends, and one IKE SA each, the same.
+        sw_child = lab.charon.wait_for(
+            lambda c: (ch := _installed(lab, case)) and len(ch) == 1 and ch[0],
+            10,
+            "one CHILD SA left",
+        )
+        lab.wait_hs(lambda s: _hs_out_spi(lab, case) == f"0x{sw_child['spi-in']}", timeout=10)
+        flow = lab.flow_status(lab.status(), case)
+        assert flow["state"] == "up"
+        assert f"0x{sw_child['spi-out']}" in {sa["spi"] for sa in flow["sas"]}
+        sw = lab.charon.wait_for(
+            lambda c: (
+                (s := [i for i in c.ike_sas() if i["name"] == case.conn]) and len(s) == 1 and s
+            ),
+            10,
+            "one IKE SA left",
+        )
+        hs_ike = lab.wait_hs(lambda s: len(lab.ike_of(s, case)) == 1 and s)
+        ike = lab.ike_of(hs_ike, case)[0]
+        assert (ike["spi_i"], ike["spi_r"]) == (sw[0]["initiator-spi"], sw[0]["responder-spi"])
+        if what == "ike":
+            assert (ike["spi_i"], ike["spi_r"]) != old_ike
+        check_echo(lab.echo(label="after-collision"))
