@@ -145,35 +145,80 @@ def _hostsec_deaf(lab: InteropLab) -> Iterator[None]:
         os.kill(inbound, signal.SIGCONT)
 
 
-@pytest.mark.parametrize("what", ["child", "ike"])
-def test_simultaneous_rekey(interop: InteropLab, what: str) -> None:
-    """Both ends rekey the same SA at once, during a transfer (RFC 7296 2.8.1): the
-    requests cross, the nonce rule picks one new SA on both sides, the redundant one and
-    the old one are deleted, and the session goes on byte-exact on the survivor.
+CROSSING = {
+    # id: (what strongSwan starts, what hostsec starts, what strongSwan then logs)
+    "child-rekeys": (
+        "rekey-child",
+        "rekey-child",
+        "detected CHILD_REKEY collision with CHILD_REKEY",
+    ),
+    "ike-rekeys": ("rekey-ike", "rekey-ike", "detected IKE_REKEY collision with IKE_REKEY"),
+    "sw-deletes-child-hs-rekeys-it": ("delete-child", "rekey-child", "N(TEMP_FAIL)"),
+    "sw-rekeys-ike-hs-rekeys-child": ("rekey-ike", "rekey-child", "N(TEMP_FAIL)"),
+    "sw-rekeys-child-hs-rekeys-ike": ("rekey-child", "rekey-ike", "N(TEMP_FAIL)"),
+}
+
+
+def _sw_start(lab: InteropLab, case: Case, what: str) -> None:
+    if what == "delete-child":
+        lab.charon.terminate(child=case.child, timeout_ms=-1)  # do not wait for it
+    elif what == "rekey-child":
+        lab.charon.rekey(child=case.child)
+    else:
+        lab.charon.rekey(ike=case.conn)
+
+
+def _consistent(lab: InteropLab, case: Case) -> bool:
+    """One IKE SA and one CHILD SA on each side, the same ones."""
+    sw = [i for i in lab.charon.ike_sas() if i["name"] == case.conn]
+    status = lab.status()
+    ikes = lab.ike_of(status, case)
+    if len(sw) != 1 or len(ikes) != 1:
+        return False
+    if (ikes[0]["spi_i"], ikes[0]["spi_r"]) != (sw[0]["initiator-spi"], sw[0]["responder-spi"]):
+        return False
+    children = [c for c in sw[0].get("child-sas", {}).values() if c["state"] == "INSTALLED"]
+    flow = lab.flow_status(status, case)
+    out = [sa["spi"] for sa in flow["sas"] if sa["direction"] == "out"]
+    inbound = {sa["spi"] for sa in flow["sas"] if sa["direction"] == "in"}
+    return (
+        len(children) == 1
+        and out == [f"0x{children[0]['spi-in']}"]
+        and f"0x{children[0]['spi-out']}" in inbound
+        and flow["state"] == "up"
+    )
+
+
+@pytest.mark.parametrize("crossing", list(CROSSING))
+def test_crossing_exchanges(interop: InteropLab, crossing: str) -> None:
+    """Both ends start an exchange on the same SAs at once, during a transfer: rekey and
+    rekey (RFC 7296 2.8.1, the nonce rule picks one new SA on both sides), delete and
+    rekey, IKE and CHILD rekeys (2.25: TEMPORARY_FAILURE, retried later). The session
+    comes back byte-exact and both ends end up with the same IKE SA and CHILD SA.
 
     To make the requests cross every time, hostsec reads nothing while strongSwan's
-    request is sent and its own goes out; strongSwan then sees the collision first."""
+    request is sent and its own goes out; strongSwan sees the crossing first."""
     lab = interop
-    with lab.case(esp="aes128gcm16", hostsec_starts=what == "child") as case:
+    sw_what, hs_what, sw_log = CROSSING[crossing]
+    with lab.case(esp="aes128gcm16") as case:
         lab.establish(case)
-        old_ike = _hs_ike(lab, case)
         client = lab.echo_async(NBYTES)
         try:
             wait_until(lambda: _moving(lab, case, 300_000), 20, "transfer did not start")
             mark = lab.charon.log_mark()
-            kind = "CHILD_REKEY" if what == "child" else "IKE_REKEY"
             with _hostsec_deaf(lab):
-                lab.charon.rekey(**{what: case.child if what == "child" else case.conn})
+                _sw_start(lab, case, sw_what)
                 wait_until(
-                    lambda: "generating CREATE_CHILD_SA request" in lab.charon.log_since(mark),
+                    lambda: "sending packet" in lab.charon.log_since(mark),
                     5,
-                    "strongSwan did not send its rekey",
+                    "strongSwan sent nothing",
                 )
-                lab.control("rekey", name=case.flow if what == "child" else case.peer)
+                target = case.flow if hs_what == "rekey-child" else case.peer
+                lab.control("rekey", name=target)
                 wait_until(
-                    lambda: f"detected {kind} collision with {kind}" in lab.charon.log_since(mark),
+                    lambda: "parsed CREATE_CHILD_SA request" in lab.charon.log_since(mark),
                     5,
-                    "strongSwan saw no collision",
+                    "hostsec's request did not reach strongSwan",
                 )
             out, err = client.communicate(timeout=60)
         finally:
@@ -181,29 +226,9 @@ def test_simultaneous_rekey(interop: InteropLab, what: str) -> None:
                 client.kill()
                 client.wait()
         assert client.returncode == 0 and '"ok": true' in out, (out, err)
-        log = lab.hs_log()
-        assert "rekey collision" in log[log.index(f"CHILD SA {case.flow} up") :]
-
-        # One CHILD SA, the same on both ends, and one IKE SA each, the same.
-        sw_child = lab.charon.wait_for(
-            lambda c: (ch := _installed(lab, case)) and len(ch) == 1 and ch[0],
-            10,
-            "one CHILD SA left",
-        )
-        lab.wait_hs(lambda s: _hs_out_spi(lab, case) == f"0x{sw_child['spi-in']}", timeout=10)
-        flow = lab.flow_status(lab.status(), case)
-        assert flow["state"] == "up"
-        assert f"0x{sw_child['spi-out']}" in {sa["spi"] for sa in flow["sas"]}
-        sw = lab.charon.wait_for(
-            lambda c: (
-                (s := [i for i in c.ike_sas() if i["name"] == case.conn]) and len(s) == 1 and s
-            ),
-            10,
-            "one IKE SA left",
-        )
-        hs_ike = lab.wait_hs(lambda s: len(lab.ike_of(s, case)) == 1 and s)
-        ike = lab.ike_of(hs_ike, case)[0]
-        assert (ike["spi_i"], ike["spi_r"]) == (sw[0]["initiator-spi"], sw[0]["responder-spi"])
-        if what == "ike":
-            assert (ike["spi_i"], ike["spi_r"]) != old_ike
-        check_echo(lab.echo(label="after-collision"))
+        assert sw_log in lab.charon.log_since(mark)
+        if sw_what == hs_what:
+            log = lab.hs_log()
+            assert "rekey collision" in log[log.index(f"CHILD SA {case.flow} up") :]
+        wait_until(lambda: _consistent(lab, case), 10, "both ends agree on their SAs")
+        check_echo(lab.echo(label="after-crossing"))
