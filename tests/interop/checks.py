@@ -89,6 +89,7 @@ def check_wire(
     others = wire_summary(other, payload)
     for c in (counts, others):
         assert c["raw_esp"] == 0, c
+        assert c["ip_fragments"] == 0, c  # the TUN MTU leaves room for ESP in UDP
         assert c["clear_tcp23"] == 0, c
         assert c["payload_visible"] == 0, c
     assert others["esp_in_udp"] == 0, others
@@ -96,3 +97,15 @@ def check_wire(
     # counters say how much it carried)
     assert counts["esp_in_udp"] >= nbytes // 1500, counts
     return counts
+
+
+def check_no_drops(lab: InteropLab, case: Case) -> None:
+    """Nothing that hostsec received or sent for the case was dropped (no ICV failure,
+    replay, malformed packet, unknown SPI, selector mismatch) and no IKE message either."""
+    status = lab.status()
+    flow = lab.flow_status(status, case)
+    for sa in flow["sas"]:
+        assert not sa["drops"], sa
+    assert not flow["drops_out"], flow
+    assert not status["drops"], status["drops"]
+    assert not status["ike_drops"], status["ike_drops"]

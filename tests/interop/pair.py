@@ -366,6 +366,9 @@ def wire_summary(frames: list[Frame], payload: bytes) -> dict[str, int]:
     24-octet probes of the session's bytes are visible on the wire."""
     counts = {"esp_in_udp": 0, "raw_esp": 0, "clear_tcp23": 0, "ike500": 0, "ike4500": 0}
     counts["keepalive"] = 0
+    counts["ip_fragments"] = sum(
+        1 for f in frames if f.version == 4 and int.from_bytes(f.packet[6:8], "big") & 0x3FFF
+    )
     for f in frames:
         if f.protocol == 50:
             counts["raw_esp"] += 1

@@ -147,20 +147,35 @@ def test_initial_contact_from_restarted_strongswan(interop: InteropLab) -> None:
         check_echo(lab.echo())
 
 
-def test_dead_peer(interop: InteropLab) -> None:
-    """charon is killed: hostsec's liveness check goes unanswered and the IKE SA and its
-    CHILD SA are removed within dpd + the retransmission budget of hostsec.toml."""
+def test_liveness_checks_answered(interop: InteropLab) -> None:
+    """An idle IKE SA: strongSwan's liveness checks (dpd_delay 1 s) get hostsec's answers
+    and the SA stays up on both ends."""
     lab = interop
-    dpd = 5.0
-    with lab.case(dpd=f"{int(dpd)}s") as case:
+    with lab.case(dpd="1h", sw_extra={"dpd_delay": "1s"}) as case:
         lab.establish(case)
-        check_echo(lab.echo(100_000), 100_000)
-        # Alive and idle: strongSwan's liveness checks (dpd_delay 2 s) get answers.
         mark = lab.charon.log_mark()
         time.sleep(2.5)
         log = lab.charon.log_since(mark)
-        assert "parsed INFORMATIONAL response" in log, log
+        assert "sending DPD request" in log and "parsed INFORMATIONAL response" in log, log
         assert len(_sw_conn(lab, case)) == 1
+        assert lab.ike_of(lab.status(), case)
+
+
+def test_dead_peer(interop: InteropLab) -> None:
+    """hostsec's liveness check (dpd 5 s) is answered while strongSwan lives; once charon
+    is killed it goes unanswered and the IKE SA and its CHILD SA are removed within dpd +
+    the retransmission budget of hostsec.toml."""
+    lab = interop
+    dpd = 5.0
+    with lab.case(dpd=f"{int(dpd)}s", sw_extra={"dpd_delay": "0"}) as case:
+        lab.establish(case)
+        check_echo(lab.echo(100_000), 100_000)
+        mark = lab.charon.log_mark()
+        time.sleep(dpd + 0.8)
+        log = lab.charon.log_since(mark)
+        assert "parsed INFORMATIONAL request" in log, log  # hostsec's empty INFORMATIONAL
+        assert "generating INFORMATIONAL response" in log, log
+        assert lab.ike_of(lab.status(), case) and len(_sw_conn(lab, case)) == 1
         killed = time.monotonic()
         lab.charon.kill()
         status = lab.wait_hs(lambda s: _gone(lab, case), timeout=dpd + RETRANSMIT_BUDGET + 5)
