@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hostsec.agent.control import ControlError, request
@@ -29,6 +30,7 @@ from hostsec.platform.netns import Host
 from .pki import Authority, Issued
 from .swan import PSK, Charon, child, conn
 
+REPO = Path(__file__).resolve().parents[2]
 HS_FQDN = "hs.test"
 SW_FQDN = "sw.test"
 ECHO_BYTES = 1_000_000
@@ -326,13 +328,18 @@ start = "{"trap" if case.hostsec_starts else "manual"}"
     def echo(self, nbytes: int = ECHO_BYTES, label: str = "interop") -> dict[str, Any]:
         return self.lab.echo("hs", self.sw_addr, 23, nbytes, timeout=60.0, label=label)
 
-    def echo_async(self, nbytes: int, label: str = "interop") -> subprocess.Popen[str]:
-        """The verifying echo client, left running (for rekeys during a transfer)."""
+    def echo_async(
+        self, nbytes: int, seconds: float = 2.5, label: str = "interop"
+    ) -> subprocess.Popen[str]:
+        """The verifying echo client, paced over ``seconds`` and left running (for
+        rekeys in the middle of a transfer); ``communicate()`` gives its JSON line."""
         argv = [
-            "ip", "netns", "exec", self.hs.netns, os.environ.get("PYTHON", _python()),
-            "-m", "hostsec.agent.echo", "client", self.sw_addr, "23", str(nbytes), "60", label,
+            "ip", "netns", "exec", self.hs.netns, sys.executable, "-m",
+            "tests.interop.paced_echo", self.sw_addr, "23", str(nbytes), str(seconds), label,
         ]  # fmt: skip
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+        )
 
     def capture(self, host: Host | None = None, interface: str | None = None) -> Captures:
         """Two tcpdumps on the wire: everything (which may drop frames when 1 MB goes by
@@ -353,12 +360,6 @@ class Captures:
 
     def stop(self) -> tuple[list[Frame], list[Frame]]:
         return self.full.stop(), self.other.stop()
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 def wire_summary(frames: list[Frame], payload: bytes) -> dict[str, int]:

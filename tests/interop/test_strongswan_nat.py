@@ -102,9 +102,10 @@ def _longest_gap_keepalives(frames: list[Frame], keepalives: list[Frame]) -> int
 
 def test_rekeys_through_the_nat(interop_nat: InteropLab) -> None:
     """strongSwan starts CREATE_CHILD_SA exchanges towards the NAT mapping (CHILD SA and IKE
-    SA rekeys): hostsec answers from behind it and traffic keeps flowing."""
+    SA rekeys) and hostsec answers from behind it; then hostsec rekeys both from behind
+    it, and its new IKE SA keeps sending the keepalives that hold the mapping."""
     lab = interop_nat
-    with lab.case(esp="aes256-sha256-modp2048") as case:
+    with lab.case(esp="aes256-sha256-modp2048", dpd="off", sw_extra={"dpd_delay": "0"}) as case:
         lab.establish(case)
         old: dict[str, Any] = charon_ike(lab, case)
         old_child = next(iter(old["child-sas"].values()))
@@ -132,3 +133,31 @@ def test_rekeys_through_the_nat(interop_nat: InteropLab) -> None:
         ike = lab.wait_hs(lambda s: len(lab.ike_of(s, case)) == 1 and lab.ike_of(s, case)[0])
         ike_sa = lab.ike_of(ike, case)[0]
         assert ike_sa["nat"] == "local" and ike_sa["spi_i"] != old["initiator-spi"]
+
+        # hostsec rekeys from behind the NAT
+        port = int(charon_ike(lab, case)["remote-port"])
+        before = (ike_sa["spi_i"], ike_sa["spi_r"])
+        lab.control("rekey", name=case.peer)
+        status = lab.wait_hs(
+            lambda s: (
+                (i := lab.ike_of(s, case))
+                and len(i) == 1
+                and (i[0]["spi_i"], i[0]["spi_r"]) != before
+                and s
+            )
+        )
+        assert lab.ike_of(status, case)[0]["nat"] == "local"
+        child_before = next(iter(charon_ike(lab, case)["child-sas"].values()))["spi-in"]
+        lab.control("rekey", name=case.flow)
+        lab.charon.wait_for(
+            lambda c: [
+                ch
+                for ch in charon_ike(lab, case)["child-sas"].values()
+                if ch["state"] == "INSTALLED" and ch["spi-in"] != child_before
+            ],
+            10,
+            "CHILD SA rekeyed by hostsec",
+        )
+        time.sleep(CONNTRACK_UDP_TIMEOUT + 1.5)  # idle: only the new IKE SA's keepalives
+        check_echo(lab.echo(label="after-hostsec-rekeys"))
+        assert int(charon_ike(lab, case)["remote-port"]) == port

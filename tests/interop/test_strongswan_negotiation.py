@@ -175,3 +175,18 @@ def test_no_common_ike_proposal(interop: InteropLab, hostsec_starts: bool) -> No
             assert "IKE_SA_INIT: no acceptable proposal" in lab.hs_log()
         assert "IKE_SA_INIT response 0 [ N(NO_PROP) ]" in lab.charon.log_since(mark)
         assert not lab.ike_of(lab.status(), case)
+
+
+@pytest.mark.parametrize("hostsec_starts", [True, False], ids=["hs-initiates", "sw-initiates"])
+def test_forced_encapsulation(interop: InteropLab, hostsec_starts: bool) -> None:
+    """``encapsulation = "force"``: hostsec fakes its NAT_DETECTION_SOURCE_IP too (RFC 7296
+    2.23), both ends see the other behind a NAT, and ESP in UDP works as with ``auto``."""
+    lab = interop
+    with lab.case(hostsec_starts=hostsec_starts, encapsulation="force") as case:
+        status = lab.establish(case)
+        assert lab.ike_of(status, case)[0]["nat"] == "local"  # forced: as if behind one
+        sw = charon_ike(lab, case)
+        assert sw.get("nat-remote") == "yes", sw
+        assert "udp_encapsulation" in lab.flow_status(status, case)["sas"][0]
+        assert all(sa["udp_encapsulation"] for sa in lab.flow_status(status, case)["sas"])
+        check_echo(lab.echo())
