@@ -17,10 +17,11 @@ from .swan import CharonError
 pytestmark = pytest.mark.interop
 
 
-def _gone(lab: InteropLab, case: Case, inbound: bool = False) -> dict[str, Any] | None:
+def _gone(
+    lab: InteropLab, case: Case, status: dict[str, Any], inbound: bool = False
+) -> dict[str, Any] | None:
     """hostsec's status once it has no IKE SA and no outbound SA with the case's peer (with
     ``inbound``, also no inbound SA: those linger 5 s for packets in flight)."""
-    status = lab.status()
     flow = lab.flow_status(status, case)
     directions = {"out", "in"} if inbound else {"out"}
     if lab.ike_of(status, case) or flow["state"] == "up":
@@ -49,12 +50,12 @@ def test_trap_then_strongswan_terminates_ike(interop: InteropLab) -> None:
         assert len(_sw_conn(lab, case)) == 1
         started = time.monotonic()
         lab.charon.terminate(ike=case.conn)
-        status = lab.wait_hs(lambda s: _gone(lab, case), timeout=5)
+        status = lab.wait_hs(lambda s: _gone(lab, case, s), timeout=5)
         took = time.monotonic() - started
         assert lab.flow_status(status, case)["state"] == "trap"
         assert took < 2.0, took
         assert "deleted by the peer" in lab.hs_log()
-        lab.wait_hs(lambda s: _gone(lab, case, inbound=True), timeout=LINGER + 2)
+        lab.wait_hs(lambda s: _gone(lab, case, s, inbound=True), timeout=LINGER + 2)
         check_echo(lab.echo())  # trapped again: a new IKE SA
         assert len(_sw_conn(lab, case)) == 1
 
@@ -178,7 +179,7 @@ def test_dead_peer(interop: InteropLab) -> None:
         assert lab.ike_of(lab.status(), case) and len(_sw_conn(lab, case)) == 1
         killed = time.monotonic()
         lab.charon.kill()
-        status = lab.wait_hs(lambda s: _gone(lab, case), timeout=dpd + RETRANSMIT_BUDGET + 5)
+        status = lab.wait_hs(lambda s: _gone(lab, case, s), timeout=dpd + RETRANSMIT_BUDGET + 5)
         took = time.monotonic() - killed
         try:
             assert lab.flow_status(status, case)["state"] == "trap"
