@@ -10,7 +10,6 @@ configuration over vici and the agent's control socket instead of restarting dae
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -34,7 +33,9 @@ def _unavailable() -> str | None:
         return "interop tests need strongSwan's charon-systemd (scripts/setup-debian.sh)"
     if not Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so").exists():
         return "interop tests need libcharon-extra-plugins (kernel-libipsec)"
-    if importlib.util.find_spec("vici") is None:
+    try:
+        import vici  # noqa: F401
+    except ImportError:
         return "interop tests need the vici package (pip install 'vici>=5.9,<7')"
     if not Path("/dev/net/tun").exists():
         return "interop tests need /dev/net/tun"
