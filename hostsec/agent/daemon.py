@@ -48,7 +48,7 @@ from hostsec.crypto.certs import (
     load_credentials,
 )
 from hostsec.crypto.proposals import Protocol
-from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.config import CertAuth, Retransmit
 from hostsec.ike.v2.events import (
     AuthenticationFailed,
     ChildSADown,
@@ -174,6 +174,9 @@ class Agent:
         self._linger: list[asyncio.TimerHandle] = []
         self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
+        self._retransmit = Retransmit(
+            config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
+        )
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -227,6 +230,7 @@ class Agent:
                 "status": self._cmd_status,
                 "up": self._cmd_up,
                 "down": self._cmd_down,
+                "rekey": self._cmd_rekey,
                 "keys": self._cmd_keys,
                 "rescan": self._cmd_rescan,
             },
@@ -391,7 +395,11 @@ class Agent:
                 local = peer.local_address or local_address_for(peer.address)
                 creds = self._credentials(peer)
                 own: Identity | None = None
-                configs.append(ike_config(peer, flows, local, creds, own))
+                configs.append(
+                    ike_config(
+                        peer, flows, local, creds, own, self._retransmit, self.config.nat_keepalive
+                    )
+                )
             except (ValueError, OSError, CertificateError) as exc:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)
@@ -469,8 +477,12 @@ class Agent:
                 self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
         if outbound:
             self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            # A manual SA replaces its predecessor; an IKE one stays known until its
+            # ChildSADown (after a rekey collision the pair installed last may be the
+            # redundant one, and the survivor must take over again when it goes).
             for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
-                del self.sas[key]
+                if keying == "manual" or self.sas[key].keying == "manual":
+                    del self.sas[key]
             for c in outbound:
                 self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
         state = self.flows.get(flow)
@@ -486,6 +498,8 @@ class Agent:
         state = self.flows.get(flow_name)
         if state is None or state.flow.keying is not Keying.IKE:
             return
+        if state.state == "up" and state.outbound_spi is not None:
+            return  # an acquire that raced with an install: the flow has its SA
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
@@ -561,8 +575,15 @@ class Agent:
                 event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
             )  # fmt: skip
         elif isinstance(event, IkeSADown):
-            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            was_up = self.ike_records.pop((event.spi_i, event.spi_r), None) is not None
             log.info("IKE SA %s down: %s", event.ike, event.reason)
+            if not was_up:
+                # It never came up (refused, no answer): the flows waiting on it say why;
+                # their next packet (or `hostsec up`) tries again.
+                for state in self.flows.values():
+                    if state.peer.name == event.ike and state.state == "acquiring":
+                        state.state = "failed"
+                        state.error = f"IKE SA not established: {event.reason}"
         elif isinstance(event, AuthenticationFailed):
             self.auth_failures[event.ike] = event.reason
             log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
@@ -611,21 +632,32 @@ class Agent:
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            successor = (
-                self.pending_out.pop(event.replaced_by, None)
-                if event.replaced_by is not None
-                else None
-            )
-            if successor is not None:
-                flow, ike, config = successor
-                self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
-            elif event.replaced_by is not None and any(
-                sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
-            ):
-                pass  # the replacement is already sent on
-            else:
-                self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
-                if state is not None and state.outbound_spi == event.spi_out:
+            if state is not None and state.outbound_spi == event.spi_out:
+                # The flow sent on this pair. Its successor (the pair we answered a rekey
+                # with, kept back until now) or another pair of the flow still up (the
+                # survivor of a rekey collision) carries it from now on; installing it
+                # replaces the carrier at once, with no gap in which a packet is held.
+                successor = (
+                    self.pending_out.pop(event.replaced_by, None)
+                    if event.replaced_by is not None
+                    else None
+                )
+                others = [
+                    sa
+                    for k, sa in self.sas.items()
+                    if sa.flow == event.child and k[2] == "out" and sa.keying == "ike"
+                ]
+                if successor is not None:
+                    flow, ike, config = successor
+                    self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+                    log.info("flow %s: outbound now on 0x%08x", event.child, config.spi)
+                elif others:
+                    survivor = max(others, key=lambda sa: sa.installed)
+                    self.datapath.to_out(m.InstallOutbound(event.child, [survivor.config]))
+                    state.outbound_spi = survivor.config.spi
+                    log.info("flow %s: outbound now on 0x%08x", event.child, survivor.config.spi)
+                else:
+                    self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                     state.outbound_spi = None
                     state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
@@ -884,6 +916,30 @@ class Agent:
             self._flush_ike()
             return f"deleting the IKE SA with {name}"
         raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rekey(self, request: dict[str, Any]) -> str:
+        """Rekey now: a flow's CHILD SAs, or a peer's IKE SA (RFC 7296 1.3.2, 1.3.3)."""
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        peer = self.flows[name].peer.name if name in self.flows else name
+        if name not in self.flows and name not in self.policies.peers:
+            raise ControlError(f"no flow or peer named {name!r}")
+        sa = self.ike.sa_for(peer)
+        if sa is None or not sa.established:
+            raise ControlError(f"no established IKE SA with {peer}")
+        if name in self.flows:
+            spis = [c.spi_in for c in sa.children.values() if c.name == name and c.live]
+            if not spis:
+                raise ControlError(f"flow {name} has no CHILD SA to rekey")
+            for spi in spis:
+                sa.rekey_child(spi, now)
+            what = f"rekeying the CHILD SAs of {name}"
+        else:
+            sa.rekey(now)
+            what = f"rekeying the IKE SA with {name}"
+        self._flush_ike()
+        self._schedule_timer()
+        return what
 
     async def _cmd_rescan(self, request: dict[str, Any]) -> str:
         self.rescan()
