@@ -48,7 +48,7 @@ from hostsec.crypto.certs import (
     load_credentials,
 )
 from hostsec.crypto.proposals import Protocol
-from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.config import CertAuth, Retransmit
 from hostsec.ike.v2.events import (
     AuthenticationFailed,
     ChildSADown,
@@ -87,6 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
+IDLE_CHECK = 5.0  # seconds between idle-timeout checks
 
 
 @dataclass
@@ -110,7 +111,7 @@ class FlowState:
     error: str = ""
     outbound_spi: int | None = None
     inbound: list[tuple[Protocol, int]] = field(default_factory=list)
-    last_bytes_in: int = 0
+    last_packets: int = -1  # packets both ways at the last idle check
     idle_since: float = 0.0
 
 
@@ -145,6 +146,8 @@ class Agent:
         self.flows: dict[str, FlowState] = {}
         self.sas: dict[tuple[Protocol, int, str], InstalledSA] = {}  # (proto, spi, "in"/"out")
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
+        # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
+        self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -169,7 +172,11 @@ class Agent:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._linger: list[asyncio.TimerHandle] = []
+        self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
+        self._retransmit = Retransmit(
+            config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
+        )
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -227,6 +234,7 @@ class Agent:
                 "status": self._cmd_status,
                 "up": self._cmd_up,
                 "down": self._cmd_down,
+                "rekey": self._cmd_rekey,
                 "keys": self._cmd_keys,
                 "rescan": self._cmd_rescan,
             },
@@ -236,6 +244,7 @@ class Agent:
             self._loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
         self._loop.add_signal_handler(signal.SIGHUP, self.rescan)
         self._schedule_timer()
+        self._idle_task = self._loop.create_task(self._idle_loop())
         log.info("agent ready: %d peers, %d flows", len(self.policies.peers), len(self.flows))
 
     def stop(self, why: str = "stop requested") -> None:
@@ -245,6 +254,8 @@ class Agent:
     async def _teardown(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for handle in self._linger:
             handle.cancel()
         if self.watcher is not None:
@@ -378,14 +389,21 @@ class Agent:
     def _sync_ike_configs(self) -> None:
         configs = []
         for peer in self.policies.peers.values():
-            if peer.auth is None or peer.ike_version != 2:
+            if peer.auth is None:
+                continue
+            if peer.ike_version != 2:
+                log.error("peer %s: IKEv1 is not implemented yet; its flows stay down", peer.name)
                 continue
             flows = [f for f in self.policies.flows_of(peer.name) if f.keying is Keying.IKE]
             try:
                 local = peer.local_address or local_address_for(peer.address)
                 creds = self._credentials(peer)
                 own: Identity | None = None
-                configs.append(ike_config(peer, flows, local, creds, own))
+                configs.append(
+                    ike_config(
+                        peer, flows, local, creds, own, self._retransmit, self.config.nat_keepalive
+                    )
+                )
             except (ValueError, OSError, CertificateError) as exc:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)
@@ -463,15 +481,20 @@ class Agent:
                 self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
         if outbound:
             self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            # A manual SA replaces its predecessor; an IKE one stays known until its
+            # ChildSADown (after a rekey collision the pair installed last may be the
+            # redundant one, and the survivor must take over again when it goes).
             for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
-                del self.sas[key]
+                if keying == "manual" or self.sas[key].keying == "manual":
+                    del self.sas[key]
             for c in outbound:
                 self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
         state = self.flows.get(flow)
         if state is not None:
             state.state = "up"
             state.error = ""
-            state.outbound_spi = outbound[0].spi if outbound else None
+            if outbound:
+                state.outbound_spi = outbound[0].spi
 
     # ------------------------------------------------------------------ IKE
 
@@ -479,10 +502,17 @@ class Agent:
         state = self.flows.get(flow_name)
         if state is None or state.flow.keying is not Keying.IKE:
             return
+        if state.state == "up" and state.outbound_spi is not None:
+            return  # an acquire that raced with an install: the flow has its SA
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
-            state.state, state.error = "failed", "IKE is not configured for its peer"
+            why = (
+                "IKEv1 is not implemented yet"
+                if peer.ike_version != 2
+                else "IKE could not be configured for its peer (see the log)"
+            )
+            state.state, state.error = "failed", why
             return
         child = child_config(state.flow, peer, state.local)
         state.state = "acquiring"
@@ -549,8 +579,15 @@ class Agent:
                 event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
             )  # fmt: skip
         elif isinstance(event, IkeSADown):
-            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            was_up = self.ike_records.pop((event.spi_i, event.spi_r), None) is not None
             log.info("IKE SA %s down: %s", event.ike, event.reason)
+            if not was_up:
+                # It never came up (refused, no answer): the flows waiting on it say why;
+                # their next packet (or `hostsec up`) tries again.
+                for state in self.flows.values():
+                    if state.peer.name == event.ike and state.state == "acquiring":
+                        state.state = "failed"
+                        state.error = f"IKE SA not established: {event.reason}"
         elif isinstance(event, AuthenticationFailed):
             self.auth_failures[event.ike] = event.reason
             log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
@@ -574,7 +611,13 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        if event.outbound:
+            self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        else:
+            # We answered a rekey: the peer can only receive on the new pair once our answer
+            # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
+            self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
+            self.pending_out[event.spi_in] = (event.child, event.ike, outbound)
         log.info(
             "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
@@ -589,13 +632,38 @@ class Agent:
             event.child, event.spi_in, event.spi_out, event.reason,
         )  # fmt: skip
         state = self.flows.get(event.child)
+        self.pending_out.pop(event.spi_in, None)  # a pair never sent on
         key_out = (event.protocol, event.spi_out, "out")
-        if key_out in self.sas:
+        if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
             if state is not None and state.outbound_spi == event.spi_out:
-                state.outbound_spi = None
-                state.state = "trap"
+                # The flow sent on this pair. Its successor (the pair we answered a rekey
+                # with, kept back until now) or another pair of the flow still up (the
+                # survivor of a rekey collision) carries it from now on; installing it
+                # replaces the carrier at once, with no gap in which a packet is held.
+                successor = (
+                    self.pending_out.pop(event.replaced_by, None)
+                    if event.replaced_by is not None
+                    else None
+                )
+                others = [
+                    sa
+                    for k, sa in self.sas.items()
+                    if sa.flow == event.child and k[2] == "out" and sa.keying == "ike"
+                ]
+                if successor is not None:
+                    flow, ike, config = successor
+                    self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+                    log.info("flow %s: outbound now on 0x%08x", event.child, config.spi)
+                elif others:
+                    survivor = max(others, key=lambda sa: sa.installed)
+                    self.datapath.to_out(m.InstallOutbound(event.child, [survivor.config]))
+                    state.outbound_spi = survivor.config.spi
+                    log.info("flow %s: outbound now on 0x%08x", event.child, survivor.config.spi)
+                else:
+                    self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+                    state.outbound_spi = None
+                    state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
@@ -676,6 +744,37 @@ class Agent:
         self.ike.handle_timer(now)
         self._flush_ike()
         self._schedule_timer()
+
+    async def _idle_loop(self) -> None:
+        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
+        either way for its idle_timeout; the flow falls back to its trap."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK)
+            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
+            if not watched or self.datapath is None:
+                continue
+            out_stats, in_stats = await self.datapath.stats()
+            now = time.monotonic()
+            for state in watched:
+                name = state.flow.name
+                packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
+                packets += sum(
+                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    for (_proto, spi, direction), sa in self.sas.items()
+                    if sa.flow == name and direction == "in"
+                )
+                if packets != state.last_packets:
+                    state.last_packets, state.idle_since = packets, now
+                    continue
+                assert state.flow.idle_timeout is not None
+                if now - state.idle_since >= state.flow.idle_timeout:
+                    if state.flow.keying is Keying.IKE:
+                        log.info(
+                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
+                        )
+                        self.ike.delete_child(state.peer.name, name, now)
+                        self._flush_ike()
+                    state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
 
@@ -823,6 +922,30 @@ class Agent:
             self._flush_ike()
             return f"deleting the IKE SA with {name}"
         raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rekey(self, request: dict[str, Any]) -> str:
+        """Rekey now: a flow's CHILD SAs, or a peer's IKE SA (RFC 7296 1.3.2, 1.3.3)."""
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        peer = self.flows[name].peer.name if name in self.flows else name
+        if name not in self.flows and name not in self.policies.peers:
+            raise ControlError(f"no flow or peer named {name!r}")
+        sa = self.ike.sa_for(peer)
+        if sa is None or not sa.established:
+            raise ControlError(f"no established IKE SA with {peer}")
+        if name in self.flows:
+            spis = [c.spi_in for c in sa.children.values() if c.name == name and c.live]
+            if not spis:
+                raise ControlError(f"flow {name} has no CHILD SA to rekey")
+            for spi in spis:
+                sa.rekey_child(spi, now)
+            what = f"rekeying the CHILD SAs of {name}"
+        else:
+            sa.rekey(now)
+            what = f"rekeying the IKE SA with {name}"
+        self._flush_ike()
+        self._schedule_timer()
+        return what
 
     async def _cmd_rescan(self, request: dict[str, Any]) -> str:
         self.rescan()

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from hostsec.crypto.certs import Identity
 from hostsec.crypto.proposals import Encryption, Mode, Proposal, Protocol
 from hostsec.crypto.transforms import EsnId, IntegId
-from hostsec.ike.v2.config import CertAuth, ChildConfig, IkeConfig, Lifetimes, PskAuth
+from hostsec.ike.v2.config import (
+    CertAuth,
+    ChildConfig,
+    IkeConfig,
+    Lifetimes,
+    PskAuth,
+    Retransmit,
+)
 from hostsec.ike.v2.events import ChildSAUp
 from hostsec.ipsec.sa import Direction, Lifetime, SAConfig, UdpEncapsulation
 from hostsec.ipsec.selectors import Selectors
@@ -182,6 +189,8 @@ def ike_config(
     local: IPAddress,
     credentials: IkeCredentials,
     own_identity: Identity | None = None,
+    retransmit: Retransmit | None = None,
+    keepalive: float = 20.0,
 ) -> IkeConfig:
     """The IKEv2 configuration of a peer and its IKE-keyed flows."""
     if credentials.cert_auth is not None:
@@ -209,6 +218,8 @@ def ike_config(
         lifetimes=Lifetimes.from_lifetime(float(peer.ike_lifetime)),
         dpd=float(peer.dpd) if peer.dpd else None,
         encapsulation=str(peer.encapsulation),
+        retransmit=retransmit or Retransmit(),
+        keepalive=keepalive,
     )
 
 
