@@ -9,14 +9,20 @@ the inner packets into the TUN device. Every packet decision is made by the sans
 objects of :mod:`hostsec.ipsec.dataplane`; this module only moves bytes.
 
 Packets cross the kernel boundary in batches wherever Linux allows it (PERFORMANCE.md):
-the TUN device carries a virtio-net header, so TCP leaves it as super-packets when the
-device offers TSO (split here by :func:`~hostsec.ipsec.offload.segment_tcp`) and enters
-it as super-packets (consecutive decrypted segments merged by
-:func:`~hostsec.ipsec.offload.coalesce_tcp`, one write); ESP-in-UDP leaves in
-``UDP_SEGMENT`` runs and arrives ``UDP_GRO``-coalesced. Raw ESP/AH sockets have no
+the TUN device carries a virtio-net header, so decrypted TCP enters it as super-packets
+(consecutive segments merged by :func:`~hostsec.ipsec.offload.coalesce_tcp`, one write,
+the kernel's TCP handles one 64 KB packet instead of ~45); ESP-in-UDP leaves in
+``UDP_SEGMENT`` runs and arrives ``UDP_GRO``-coalesced; the TUN device and the sockets
+are read until empty (bounded) before the packets go on. Raw ESP/AH sockets have no
 batching: one packet per system call. A batch is handled packet by packet by the engine
-(every check and counter as for a single packet) and is bounded
-(:data:`BATCH`, :data:`MAX_SEGMENTS`), so the control channel is never starved.
+(every check and counter as for a single packet) and is bounded (:data:`BATCH`,
+:data:`MAX_SEGMENTS`, :data:`ROUNDS`), so the control channel is never starved.
+
+The agent does not let the TUN device hand out TSO super-packets: every segment split
+from one needs its TCP checksum computed here, which costs more in Python (~3 µs for
+1400 octets) than the read the kernel saves (measured: more CPU per GB and less
+throughput, BENCHMARKS.md). The worker still splits any it gets
+(:func:`~hostsec.ipsec.offload.segment_tcp`), and completes partial checksums.
 
 A worker dies with the agent (PR_SET_PDEATHSIG, and end of file on its channel): the
 blackhole routes then keep protected flows dropped.
