@@ -709,6 +709,7 @@ class Agent:
                         "key_bits": c.encryption.effective_key_bits if c.encryption else None,
                         "integrity": c.integrity.name.lower() if c.integrity else None,
                         "esn": c.esn,
+                        "replay_window": c.replay_window if direction == "in" else None,
                         "udp_encapsulation": c.encapsulation is not None,
                         "keying": sa.keying,
                         "age": round(now - sa.installed, 1),

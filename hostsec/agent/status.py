@@ -58,6 +58,8 @@ def format_status(status: dict[str, Any]) -> str:
                 if sa.get("integrity"):
                     algo += f"/{sa['integrity']}"
                 encap = " in UDP" if sa.get("udp_encapsulation") else ""
+                if sa.get("replay_window") == 0:
+                    encap += ", no anti-replay"
                 head = f"{sa['direction']:3} {sa['protocol'].upper()} {sa['spi']}"
                 lines.append(
                     f"    {head} {sa['mode']}{encap} {algo}: {sa['packets']} packets,"
