@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import select
 import signal
 import struct
@@ -33,6 +34,7 @@ LINKTYPE_LINUX_SLL2 = 276
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_VLAN = (0x8100, 0x88A8)
+_DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,8 @@ class Capture:
 
     ``start`` returns once tcpdump says it is listening, so nothing sent afterwards is
     missed; ``stop`` sends SIGINT (tcpdump flushes and exits) and reaps the process.
+    After ``stop``, ``dropped`` is how many packets the kernel dropped before tcpdump
+    read them (None if tcpdump did not say): a capture that proves an absence needs 0.
     """
 
     def __init__(
@@ -201,6 +205,7 @@ class Capture:
         path: str | Path,
         bpf: str = "",
         snaplen: int = 0,
+        buffer_kib: int = 65536,
     ) -> None:
         self.path = Path(path)
         self._argv = [
@@ -211,6 +216,8 @@ class Capture:
             "-n",
             "-U",  # packet-buffered: every packet reaches the file when written
             "--immediate-mode",
+            "-B",  # the kernel buffer, in KiB: the default 2 MiB overflows under a
+            str(buffer_kib),  # fast transfer on 2 CPUs and drops packets unseen
             "-Z",
             "root",  # do not drop to user tcpdump: it may not write to self.path
             "-s",
@@ -222,6 +229,7 @@ class Capture:
             self._argv.append(bpf)
         self._proc: subprocess.Popen[bytes] | None = None
         self.stderr = ""
+        self.dropped: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -262,6 +270,8 @@ class Capture:
                 os.kill(proc.pid, signal.SIGKILL)
                 _, err = proc.communicate()
             self.stderr += err.decode(errors="replace")
+            found = _DROPPED.search(self.stderr)
+            self.dropped = int(found.group(1)) if found else None
         if not self.path.exists():
             return []
         return summarize(self.path)
