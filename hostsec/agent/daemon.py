@@ -758,7 +758,12 @@ class Agent:
         ]
         problems = {
             path: [
-                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                {
+                    "file": p.location.file,  # a secrets file the policy file names, maybe
+                    "line": p.location.line,
+                    "severity": str(p.severity),
+                    "message": p.message,
+                }
                 for p in probs
             ]
             for path, probs in self.policies.problems().items()
