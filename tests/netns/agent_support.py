@@ -12,10 +12,13 @@ import contextlib
 import ipaddress
 import json
 import os
+import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from hostsec.agent.echo import stream
 from hostsec.agent.lab import AgentLab
 from hostsec.crypto.proposals import Protocol, parse_proposal
 from hostsec.crypto.transforms import ENCRYPTION, INTEGRITY
@@ -244,3 +247,36 @@ def ns_state(host: Host) -> dict[str, Any]:
         ],
         "links": links,
     }
+
+
+# -- a long-lived session ---------------------------------------------------------------
+
+
+def steady_session(conn: Any, address: str, port: int, label: str, chunk: int = 4096) -> int:
+    """A telnet-like session run in a host (``Host.spawn``): one TCP connection to an echo
+    server, ``chunk`` octets at a time, each checked when it comes back, until "stop"
+    arrives on ``conn``. Says "ready" after the first round trip; its result (the
+    ``Child.result``) is the number of octets echoed, or an exception if the session broke
+    (a timeout, a reset, a byte that came back wrong)."""
+    data = stream(1 << 20, label)
+    total = 0
+    with socket.create_connection((address, port), timeout=5.0) as sock:
+        while True:
+            offset = total % len(data)
+            piece = data[offset : offset + chunk]
+            sock.sendall(piece)
+            back = bytearray()
+            while len(back) < len(piece):
+                got = sock.recv(len(piece) - len(back))
+                if not got:
+                    raise ConnectionError(f"closed by the server after {total} octets")
+                back += got
+            if back != piece:
+                raise ValueError(f"wrong octets came back at {total}")
+            total += len(piece)
+            if total == len(piece):
+                conn.send("ready")
+            if conn.poll(0):
+                conn.recv()
+                return total
+            time.sleep(0.005)
