@@ -256,13 +256,13 @@ def test_sigkill_mid_transfer_fails_closed_and_restart_recovers(victim: str) -> 
         lab.serve_echo(SERVER, 80)
         address = lab.address(SERVER)
         cap = lab.capture(SERVER)
-        nbytes, label = 8_000_000, f"killed-{victim}"
+        nbytes, label = 4_000_000, f"killed-{victim}"
         argv = [sys.executable, "-m", "hostsec.agent.echo", "client", address, "23"]
         background = lab.hosts[CLIENT].popen(
             [*argv, str(nbytes), "40", label], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         # Mid-transfer: the server's agent has taken in a good part of the stream.
-        lab.wait_for(SERVER, lambda s: sa_stats(s, "telnet", "in")[0]["packets"] > 1000)
+        lab.wait_for(SERVER, lambda s: sa_stats(s, "telnet", "in")[0]["packets"] > 300)
         assert background.poll() is None, "the transfer ended before the kill"
         lab.kill_agent(victim)
 
