@@ -147,11 +147,11 @@ def _tshark_streams(
     streams = {}
     for direction, by_seq in segments.items():
         data = bytearray()
-        for seq in sorted(by_seq):  # relative numbers: the first data octet is 1
-            chunk = by_seq[seq]
-            if seq - 1 < len(data):  # a retransmission overlapping what we have
-                chunk = chunk[len(data) - (seq - 1) :]
-            elif seq - 1 > len(data):
+        for number in sorted(by_seq):  # relative numbers: the first data octet is 1
+            chunk = by_seq[number]
+            if number - 1 < len(data):  # a retransmission overlapping what we have
+                chunk = chunk[len(data) - (number - 1) :]
+            elif number - 1 > len(data):
                 break  # a hole: the stream ends where tshark saw no segment
             data += chunk
         streams[direction] = bytes(data)
