@@ -118,34 +118,41 @@ def test_one_megabyte_echo_is_protected_and_port_80_stays_clear(lab: AgentLab, c
 
 
 def _tshark_streams(
-    pcap: str, uat_lines: list[str], port: int
-) -> tuple[list[tuple[str, str, str]], dict[str, bytes]]:
-    """Decrypt ``pcap`` with tshark and the esp_sa UAT lines: (SPI, ICV good, ICV bad) of
-    every ESP frame, and the TCP byte stream of ``port`` each way, rebuilt from the
-    decrypted segments by relative sequence number."""
+    pcap: str, uat_lines: list[str], ports: tuple[int, ...]
+) -> tuple[list[tuple[str, str, str, str]], dict[tuple[int, str], bytes]]:
+    """Decrypt ``pcap`` with tshark and the esp_sa UAT lines: (SPI, ICV good, ICV bad,
+    next header) of every ESP frame, and the TCP byte stream of each server port each way
+    ((port, "to_server" or "to_client") -> octets), rebuilt from the decrypted segments by
+    relative sequence number."""
     argv = ["tshark", "-n", "-r", pcap, "-o", "esp.enable_encryption_decode:TRUE"]
     argv += ["-o", "esp.enable_authentication_check:TRUE"]
+    # The stream is random octets: the TELNET dissector would call some of them malformed
+    # and abort the frame before ESP records its ICV verdict.
+    argv += ["--disable-protocol", "telnet"]
     for line in uat_lines:
         argv += ["-o", f"uat:esp_sa:{line}"]
-    fields = ["esp.spi", "esp.icv_good", "esp.icv_bad", "tcp.srcport", "tcp.dstport"]
-    fields += ["tcp.seq", "tcp.payload"]
+    fields = ["esp.spi", "esp.icv_good", "esp.icv_bad", "esp.protocol", "tcp.srcport"]
+    fields += ["tcp.dstport", "tcp.seq", "tcp.payload"]
     argv += ["-Y", "esp", "-T", "fields", "-E", "separator=/t", "-E", "occurrence=l"]
     for name in fields:
         argv += ["-e", name]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
-    esp: list[tuple[str, str, str]] = []
-    segments: dict[str, dict[int, bytes]] = {"to_server": {}, "to_client": {}}
+    esp: list[tuple[str, str, str, str]] = []
+    segments: dict[tuple[int, str], dict[int, bytes]] = {
+        (port, way): {} for port in ports for way in ("to_server", "to_client")
+    }
     for row in out.splitlines():
-        spi, good, bad, sport, dport, seq, payload = (row.split("\t") + [""] * 7)[:7]
-        esp.append((spi, good, bad))
+        spi, good, bad, next_header, sport, dport, seq, payload = (row.split("\t") + [""] * 8)[:8]
+        esp.append((spi, good, bad, next_header))
         if not payload:
             continue
-        if dport == str(port):
-            segments["to_server"][int(seq)] = bytes.fromhex(payload.replace(":", ""))
-        elif sport == str(port):
-            segments["to_client"][int(seq)] = bytes.fromhex(payload.replace(":", ""))
+        for port in ports:
+            if dport == str(port):
+                segments[(port, "to_server")][int(seq)] = bytes.fromhex(payload.replace(":", ""))
+            elif sport == str(port):
+                segments[(port, "to_client")][int(seq)] = bytes.fromhex(payload.replace(":", ""))
     streams = {}
-    for direction, by_seq in segments.items():
+    for key, by_seq in segments.items():
         data = bytearray()
         for number in sorted(by_seq):  # relative numbers: the first data octet is 1
             chunk = by_seq[number]
@@ -154,7 +161,7 @@ def _tshark_streams(
             elif number - 1 > len(data):
                 break  # a hole: the stream ends where tshark saw no segment
             data += chunk
-        streams[direction] = bytes(data)
+        streams[key] = bytes(data)
     return esp, streams
 
 
@@ -190,15 +197,24 @@ def test_tshark_decrypts_the_esp_with_hostsec_keys(lab: AgentLab, tmp_path: Path
     spis = {f"0x{sa:08x}" for sa in (0x1001, 0x1002, 0x2001, 0x2002)}
     assert {line.split(",")[3].strip('"') for line in lines} == spis
 
+    esp, streams = _tshark_streams(str(cap.path), lines, (gcm.port, cbc.port))
     for flow in (gcm, cbc):
-        esp, streams = _tshark_streams(str(cap.path), lines, flow.port)
         sent = stream(n, f"tshark-{flow.name}")
-        assert streams["to_server"] == sent, f"{flow.name}: {len(streams['to_server'])} octets"
-        assert streams["to_client"] == sent, f"{flow.name}: {len(streams['to_client'])} octets"
+        for way in ("to_server", "to_client"):
+            got = streams[(flow.port, way)]
+            assert got == sent, f"{flow.name} {way}: {len(got)} octets"
     assert esp, "tshark saw no ESP"
-    assert {spi for spi, _, _ in esp} == spis
-    assert all(good == "1" and bad == "0" for _, good, bad in esp), esp[:5]
+    assert {spi for spi, *_ in esp} == spis
+    assert all(good == "1" and bad == "0" for _, good, bad, _ in esp), [
+        e for e in esp if e[1:3] != ("1", "0")
+    ]
+    # Transport mode carries TCP (6), tunnel mode an IPv4 packet (4) (RFC 4303 2.6).
+    next_headers = {(spi, nh) for spi, _, _, nh in esp}
+    assert next_headers == {("0x00001001", "0x06"), ("0x00001002", "0x06")} | {
+        ("0x00002001", "0x04"),
+        ("0x00002002", "0x04"),
+    }, next_headers
 
     # Without the keys tshark sees no TCP at all: the check above is not vacuous.
-    esp, streams = _tshark_streams(str(cap.path), [], 23)
-    assert esp and streams == {"to_server": b"", "to_client": b""}
+    esp, streams = _tshark_streams(str(cap.path), [], (gcm.port, cbc.port))
+    assert esp and not any(streams.values())
