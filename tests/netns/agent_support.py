@@ -24,7 +24,7 @@ from hostsec.crypto.proposals import Protocol, parse_proposal
 from hostsec.crypto.transforms import ENCRYPTION, INTEGRITY
 from hostsec.ipsec.sa import Direction, SAConfig
 from hostsec.platform.capture import Frame
-from hostsec.platform.netns import Host, lab_namespaces
+from hostsec.platform.netns import Host, lab_namespaces, remove_stale
 from hostsec.policy.schema import Mode
 
 CLIENT, SERVER = "a", "b"
@@ -33,7 +33,9 @@ PREFIX = "hsag"
 
 @contextlib.contextmanager
 def agent_lab() -> Iterator[AgentLab]:
-    """A fresh :class:`AgentLab`; afterwards none of its namespaces may be left."""
+    """A fresh :class:`AgentLab`; afterwards none of its namespaces may be left. Labs
+    that crashed runs left behind (their PID gone) are removed first."""
+    remove_stale(PREFIX)
     with AgentLab(prefix=PREFIX) as lab:
         yield lab
     left = [n for n, _ in lab_namespaces(PREFIX) if n.startswith(lab.lab.tag + "-")]
