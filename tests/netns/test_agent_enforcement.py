@@ -74,9 +74,9 @@ def test_injected_cleartext_syn_never_reaches_the_server() -> None:
 
         cap = lab.capture(SERVER)
         # A kernel-made SYN that skips a's flow rule (the bypass mark), and one from a raw
-        # socket: both cross the wire in the clear.
+        # socket (a source port outside the ephemeral range): both cross the wire in the clear.
         assert a.call(try_connect, address, 23, 1.5, mark=BYPASS_MARK) != "connected"
-        a.call(send_raw, [tcp_syn(lab.address(CLIENT), address, 40123, 23)])
+        a.call(send_raw, [tcp_syn(lab.address(CLIENT), address, 61234, 23)])
         frames = cap.stop()
 
         assert cap.dropped == 0, cap.stderr
