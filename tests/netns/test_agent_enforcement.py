@@ -163,7 +163,7 @@ def test_altered_replayed_and_foreign_packets_are_dropped_and_counted(protection
         lab.serve_echo(SERVER, 23)
         a, b = lab.address(CLIENT), lab.address(SERVER)
         cap = lab.capture(SERVER)
-        assert lab.echo(CLIENT, b, 23, 50_000, label=f"tamper-{protection}")["ok"]
+        assert lab.echo(CLIENT, b, 23, 200_000, label=f"tamper-{protection}")["ok"]
         time.sleep(0.3)  # the last ACKs and FINs
         frames = cap.stop()
         assert cap.dropped == 0, cap.stderr
@@ -177,6 +177,7 @@ def test_altered_replayed_and_foreign_packets_are_dropped_and_counted(protection
         top = max(_seq(f, protection) for f in sent)
         (outbound,) = sa_stats(lab.status(CLIENT), "telnet", "out")
         assert top == outbound["packets"] == len(sent)  # the capture has every packet of a
+        assert top > 2 * 64  # the first packet is far behind the window
         first, last = min(sent, key=lambda f: _seq(f, protection)), sent[-1]
         largest = max(sent, key=lambda f: len(f.packet))
 
@@ -240,7 +241,7 @@ def test_altered_replayed_and_foreign_packets_are_dropped_and_counted(protection
         assert sa_in["spi"] == spi_in and sa_in["protocol"] == protection
         assert sa_in["drops"]["auth_failed"] == 3
         assert sa_in["drops"]["selector_mismatch"] == 1
-        assert sa_in["drops"]["replay"] >= 5  # + at most one of a's own, after the stray
+        assert 5 <= sa_in["drops"]["replay"] <= 6  # + maybe one of a's own, after the stray
         assert data["drops"]["unknown_spi"] == 2
 
 
