@@ -34,6 +34,7 @@ LINKTYPE_LINUX_SLL2 = 276
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_VLAN = (0x8100, 0x88A8)
+MAX_FRAME = 65552  # an Ethernet header and a 64 KiB GSO packet: nothing is cut off
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
 
@@ -204,8 +205,8 @@ class Capture:
         interface: str,
         path: str | Path,
         bpf: str = "",
-        snaplen: int = 0,
-        buffer_kib: int = 65536,
+        snaplen: int = MAX_FRAME,
+        buffer_kib: int = 131072,
     ) -> None:
         self.path = Path(path)
         self._argv = [
@@ -216,8 +217,11 @@ class Capture:
             "-n",
             "-U",  # packet-buffered: every packet reaches the file when written
             "--immediate-mode",
-            "-B",  # the kernel buffer, in KiB: the default 2 MiB overflows under a
-            str(buffer_kib),  # fast transfer on 2 CPUs and drops packets unseen
+            # The kernel ring, in KiB. In immediate mode libpcap gives every packet a slot
+            # of the snapshot length (veths do GSO: no MTU cap), so tcpdump's defaults
+            # (2 MiB, 256 KiB slots) hold 8 packets and lose packets of any fast transfer.
+            "-B",
+            str(buffer_kib),
             "-Z",
             "root",  # do not drop to user tcpdump: it may not write to self.path
             "-s",
