@@ -822,6 +822,7 @@ class Agent:
                         "key_bits": c.encryption.effective_key_bits if c.encryption else None,
                         "integrity": c.integrity.name.lower() if c.integrity else None,
                         "esn": c.esn,
+                        "replay_window": c.replay_window if direction == "in" else None,
                         "udp_encapsulation": c.encapsulation is not None,
                         "keying": sa.keying,
                         "age": round(now - sa.installed, 1),
@@ -870,7 +871,12 @@ class Agent:
         ]
         problems = {
             path: [
-                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                {
+                    "file": p.location.file,  # a secrets file the policy file names, maybe
+                    "line": p.location.line,
+                    "severity": str(p.severity),
+                    "message": p.message,
+                }
                 for p in probs
             ]
             for path, probs in self.policies.problems().items()
