@@ -87,7 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
-IDLE_CHECK = 5.0  # seconds between idle-timeout checks
+IDLE_CHECK = 5.0  # seconds between looks at the data path's counters (idle, liveness)
 
 
 @dataclass
@@ -746,34 +746,48 @@ class Agent:
         self._schedule_timer()
 
     async def _idle_loop(self) -> None:
-        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
-        either way for its idle_timeout; the flow falls back to its trap."""
+        """Every few seconds, from the data path's counters: tell IKE which peers sent
+        protected traffic (no liveness check is needed while they do, RFC 7296 2.4), and
+        delete the CHILD SAs of flows idle for their idle_timeout (DESIGN.md 1.5: the flow
+        falls back to its trap)."""
+        inbound_seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(IDLE_CHECK)
-            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
-            if not watched or self.datapath is None:
+            ike_flows = [
+                s for s in self.flows.values() if s.flow.keying is Keying.IKE and s.state == "up"
+            ]
+            if not ike_flows or self.datapath is None:
                 continue
             out_stats, in_stats = await self.datapath.stats()
             now = time.monotonic()
-            for state in watched:
+            in_sas = in_stats.get("sas", {})
+            per_peer: dict[str, int] = {}
+            for (_proto, spi, direction), sa in self.sas.items():
+                if direction == "in" and sa.keying == "ike":
+                    packets = in_sas.get(spi, {}).get("packets", 0)
+                    per_peer[sa.peer] = per_peer.get(sa.peer, 0) + packets
+            for peer, packets in per_peer.items():
+                if packets != inbound_seen.get(peer):
+                    inbound_seen[peer] = packets
+                    self.ike.note_traffic(peer, now)
+            for state in ike_flows:
+                if not state.flow.idle_timeout:
+                    continue
                 name = state.flow.name
                 packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
                 packets += sum(
-                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    in_sas.get(spi, {}).get("packets", 0)
                     for (_proto, spi, direction), sa in self.sas.items()
                     if sa.flow == name and direction == "in"
                 )
                 if packets != state.last_packets:
                     state.last_packets, state.idle_since = packets, now
                     continue
-                assert state.flow.idle_timeout is not None
                 if now - state.idle_since >= state.flow.idle_timeout:
-                    if state.flow.keying is Keying.IKE:
-                        log.info(
-                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
-                        )
-                        self.ike.delete_child(state.peer.name, name, now)
-                        self._flush_ike()
+                    idle = state.flow.idle_timeout
+                    log.info("flow %s idle for %ss: deleting its SAs", name, idle)
+                    self.ike.delete_child(state.peer.name, name, now)
+                    self._flush_ike()
                     state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
@@ -812,6 +826,7 @@ class Agent:
                         "key_bits": c.encryption.effective_key_bits if c.encryption else None,
                         "integrity": c.integrity.name.lower() if c.integrity else None,
                         "esn": c.esn,
+                        "replay_window": c.replay_window if direction == "in" else None,
                         "udp_encapsulation": c.encapsulation is not None,
                         "keying": sa.keying,
                         "age": round(now - sa.installed, 1),
@@ -860,7 +875,12 @@ class Agent:
         ]
         problems = {
             path: [
-                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                {
+                    "file": p.location.file,  # a secrets file the policy file names, maybe
+                    "line": p.location.line,
+                    "severity": str(p.severity),
+                    "message": p.message,
+                }
                 for p in probs
             ]
             for path, probs in self.policies.problems().items()

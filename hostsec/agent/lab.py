@@ -227,6 +227,11 @@ class AgentLab:
         return self.hosts[name].capture(self.interface(name), path)
 
     def close(self) -> None:
+        # SIGTERM to every agent first, then wait: they tear down side by side.
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
         for name in list(self.agents):
             with contextlib.suppress(Exception):
                 self.stop_agent(name)

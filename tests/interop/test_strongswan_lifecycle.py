@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hostsec.agent.daemon import LINGER
+from hostsec.agent.daemon import IDLE_CHECK, LINGER
 
 from .checks import charon_ike, check_echo
 from .pair import RETRANSMIT_BUDGET, Case, InteropLab
@@ -172,7 +172,9 @@ def test_dead_peer(interop: InteropLab) -> None:
         lab.establish(case)
         check_echo(lab.echo(100_000), 100_000)
         mark = lab.charon.log_mark()
-        time.sleep(dpd + 0.8)
+        # Inbound ESP counts as liveness (RFC 7296 2.4); the agent notes it every
+        # IDLE_CHECK seconds, so the first liveness check follows dpd after that.
+        time.sleep(dpd + IDLE_CHECK + 1.5)
         log = lab.charon.log_since(mark)
         assert "parsed INFORMATIONAL request" in log, log  # hostsec's empty INFORMATIONAL
         assert "generating INFORMATIONAL response" in log, log
