@@ -9,6 +9,12 @@ rule_priority = 4500        # first `ip rule` priority the agent uses (and up to
 nft_table = "hostsec"       # the agent's own nftables table (inet family)
 log_level = "info"
 
+[ike]                       # IKE retransmission (RFC 7296 2.1, 2.4) and NAT keepalives
+retransmit_timeout = 4.0    # seconds before the first retransmission
+retransmit_base = 1.8       # each further one waits this much longer
+retransmit_tries = 5        # then the peer is dead (a liveness check takes the same path)
+nat_keepalive = 20.0        # seconds between NAT keepalives when this host is behind a NAT
+
 [identity]                  # for certificate authentication (IKE)
 certificate = "certs/host.pem"      # own certificate (chain), relative to the config dir
 private_key = "secrets/host.key"    # mode 0600
@@ -47,6 +53,10 @@ class AgentConfig:
     certificate: Path | None = None
     private_key: Path | None = None
     cacerts: Path | None = None
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
+    nat_keepalive: float = 20.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,7 +83,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         raise ConfigError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    unknown = set(data) - {"agent", "identity"}
+    unknown = set(data) - {"agent", "ike", "identity"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown))}")
     agent = data.get("agent", {})
@@ -108,6 +118,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         if level not in _LOG_LEVELS:
             raise ConfigError(f"{where}: log_level must be one of {', '.join(_LOG_LEVELS)}")
         values["log_level"] = level
+    values.update(_ike_settings(data.get("ike", {}), f"{path}: [ike]"))
     identity = data.get("identity", {})
     where = f"{path}: [identity]"
     for key in identity:
@@ -115,3 +126,28 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
             raise ConfigError(f"{where}: no setting '{key}'")
         values[key] = config_dir / _expect(identity, key, str, where)
     return AgentConfig(**values)
+
+
+_IKE_LIMITS: dict[str, tuple[float, float]] = {
+    "retransmit_timeout": (0.1, 60.0),
+    "retransmit_base": (1.0, 4.0),
+    "retransmit_tries": (0, 20),
+    "nat_keepalive": (1.0, 3600.0),
+}
+
+
+def _ike_settings(ike: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in ike.items():
+        if key not in _IKE_LIMITS:
+            raise ConfigError(f"{where}: no setting '{key}'")
+        low, high = _IKE_LIMITS[key]
+        integral = key == "retransmit_tries"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: '{key}' must be a number")
+        if integral and not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer")
+        if not low <= value <= high:
+            raise ConfigError(f"{where}: '{key}' must be {low:g} to {high:g}")
+        out[key] = int(value) if integral else float(value)
+    return out

@@ -48,7 +48,7 @@ from hostsec.crypto.certs import (
     load_credentials,
 )
 from hostsec.crypto.proposals import Protocol
-from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.config import CertAuth, Retransmit
 from hostsec.ike.v2.events import (
     AuthenticationFailed,
     ChildSADown,
@@ -87,7 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
-IDLE_CHECK = 5.0  # seconds between idle-timeout checks
+IDLE_CHECK = 5.0  # seconds between looks at the data path's counters (idle, liveness)
 
 
 @dataclass
@@ -174,6 +174,9 @@ class Agent:
         self._linger: list[asyncio.TimerHandle] = []
         self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
+        self._retransmit = Retransmit(
+            config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
+        )
         # `up` requests waiting for flows, by flow: futures set to the time the flow came
         # up or failed (time.monotonic()).
         self._waiters: dict[str, list[asyncio.Future[float]]] = {}
@@ -205,7 +208,11 @@ class Agent:
         # flows dropped until drop_leftovers() below.
         self._os_call(self.router.start)
         self._os_call(self.firewall.start)
-        self.tun = self._os_call(LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu))
+        # virtio-net header: the inbound worker writes TCP super-packets (GSO); no TSO
+        # reads, whose checksums would have to be computed in Python (hostsec.agent.worker)
+        self.tun = self._os_call(
+            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True)
+        )
         self.udp4 = UdpSocket(4, 4500)
         self.ike500 = UdpSocket(4, 500)
         self.ike500.setblocking(False)
@@ -230,6 +237,7 @@ class Agent:
                 "status": self._cmd_status,
                 "up": self._cmd_up,
                 "down": self._cmd_down,
+                "rekey": self._cmd_rekey,
                 "keys": self._cmd_keys,
                 "rescan": self._cmd_rescan,
             },
@@ -394,7 +402,11 @@ class Agent:
                 local = peer.local_address or local_address_for(peer.address)
                 creds = self._credentials(peer)
                 own: Identity | None = None
-                configs.append(ike_config(peer, flows, local, creds, own))
+                configs.append(
+                    ike_config(
+                        peer, flows, local, creds, own, self._retransmit, self.config.nat_keepalive
+                    )
+                )
             except (ValueError, OSError, CertificateError) as exc:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)
@@ -472,8 +484,12 @@ class Agent:
                 self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
         if outbound:
             self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            # A manual SA replaces its predecessor; an IKE one stays known until its
+            # ChildSADown (after a rekey collision the pair installed last may be the
+            # redundant one, and the survivor must take over again when it goes).
             for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
-                del self.sas[key]
+                if keying == "manual" or self.sas[key].keying == "manual":
+                    del self.sas[key]
             for c in outbound:
                 self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
         state = self.flows.get(flow)
@@ -489,6 +505,8 @@ class Agent:
         state = self.flows.get(flow_name)
         if state is None or state.flow.keying is not Keying.IKE:
             return
+        if state.state == "up" and state.outbound_spi is not None:
+            return  # an acquire that raced with an install: the flow has its SA
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
@@ -566,8 +584,15 @@ class Agent:
                 event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
             )  # fmt: skip
         elif isinstance(event, IkeSADown):
-            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            was_up = self.ike_records.pop((event.spi_i, event.spi_r), None) is not None
             log.info("IKE SA %s down: %s", event.ike, event.reason)
+            if not was_up:
+                # It never came up (refused, no answer): the flows waiting on it say why;
+                # their next packet (or `hostsec up`) tries again.
+                for state in self.flows.values():
+                    if state.peer.name == event.ike and state.state == "acquiring":
+                        state.state = "failed"
+                        state.error = f"IKE SA not established: {event.reason}"
         elif isinstance(event, AuthenticationFailed):
             self.auth_failures[event.ike] = event.reason
             log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
@@ -616,21 +641,32 @@ class Agent:
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            successor = (
-                self.pending_out.pop(event.replaced_by, None)
-                if event.replaced_by is not None
-                else None
-            )
-            if successor is not None:
-                flow, ike, config = successor
-                self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
-            elif event.replaced_by is not None and any(
-                sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
-            ):
-                pass  # the replacement is already sent on
-            else:
-                self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
-                if state is not None and state.outbound_spi == event.spi_out:
+            if state is not None and state.outbound_spi == event.spi_out:
+                # The flow sent on this pair. Its successor (the pair we answered a rekey
+                # with, kept back until now) or another pair of the flow still up (the
+                # survivor of a rekey collision) carries it from now on; installing it
+                # replaces the carrier at once, with no gap in which a packet is held.
+                successor = (
+                    self.pending_out.pop(event.replaced_by, None)
+                    if event.replaced_by is not None
+                    else None
+                )
+                others = [
+                    sa
+                    for k, sa in self.sas.items()
+                    if sa.flow == event.child and k[2] == "out" and sa.keying == "ike"
+                ]
+                if successor is not None:
+                    flow, ike, config = successor
+                    self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+                    log.info("flow %s: outbound now on 0x%08x", event.child, config.spi)
+                elif others:
+                    survivor = max(others, key=lambda sa: sa.installed)
+                    self.datapath.to_out(m.InstallOutbound(event.child, [survivor.config]))
+                    state.outbound_spi = survivor.config.spi
+                    log.info("flow %s: outbound now on 0x%08x", event.child, survivor.config.spi)
+                else:
+                    self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                     state.outbound_spi = None
                     state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
@@ -715,34 +751,48 @@ class Agent:
         self._schedule_timer()
 
     async def _idle_loop(self) -> None:
-        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
-        either way for its idle_timeout; the flow falls back to its trap."""
+        """Every few seconds, from the data path's counters: tell IKE which peers sent
+        protected traffic (no liveness check is needed while they do, RFC 7296 2.4), and
+        delete the CHILD SAs of flows idle for their idle_timeout (DESIGN.md 1.5: the flow
+        falls back to its trap)."""
+        inbound_seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(IDLE_CHECK)
-            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
-            if not watched or self.datapath is None:
+            ike_flows = [
+                s for s in self.flows.values() if s.flow.keying is Keying.IKE and s.state == "up"
+            ]
+            if not ike_flows or self.datapath is None:
                 continue
             out_stats, in_stats = await self.datapath.stats()
             now = time.monotonic()
-            for state in watched:
+            in_sas = in_stats.get("sas", {})
+            per_peer: dict[str, int] = {}
+            for (_proto, spi, direction), sa in self.sas.items():
+                if direction == "in" and sa.keying == "ike":
+                    packets = in_sas.get(spi, {}).get("packets", 0)
+                    per_peer[sa.peer] = per_peer.get(sa.peer, 0) + packets
+            for peer, packets in per_peer.items():
+                if packets != inbound_seen.get(peer):
+                    inbound_seen[peer] = packets
+                    self.ike.note_traffic(peer, now)
+            for state in ike_flows:
+                if not state.flow.idle_timeout:
+                    continue
                 name = state.flow.name
                 packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
                 packets += sum(
-                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    in_sas.get(spi, {}).get("packets", 0)
                     for (_proto, spi, direction), sa in self.sas.items()
                     if sa.flow == name and direction == "in"
                 )
                 if packets != state.last_packets:
                     state.last_packets, state.idle_since = packets, now
                     continue
-                assert state.flow.idle_timeout is not None
                 if now - state.idle_since >= state.flow.idle_timeout:
-                    if state.flow.keying is Keying.IKE:
-                        log.info(
-                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
-                        )
-                        self.ike.delete_child(state.peer.name, name, now)
-                        self._flush_ike()
+                    idle = state.flow.idle_timeout
+                    log.info("flow %s idle for %ss: deleting its SAs", name, idle)
+                    self.ike.delete_child(state.peer.name, name, now)
+                    self._flush_ike()
                     state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
@@ -781,6 +831,7 @@ class Agent:
                         "key_bits": c.encryption.effective_key_bits if c.encryption else None,
                         "integrity": c.integrity.name.lower() if c.integrity else None,
                         "esn": c.esn,
+                        "replay_window": c.replay_window if direction == "in" else None,
                         "udp_encapsulation": c.encapsulation is not None,
                         "keying": sa.keying,
                         "age": round(now - sa.installed, 1),
@@ -829,7 +880,12 @@ class Agent:
         ]
         problems = {
             path: [
-                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                {
+                    "file": p.location.file,  # a secrets file the policy file names, maybe
+                    "line": p.location.line,
+                    "severity": str(p.severity),
+                    "message": p.message,
+                }
                 for p in probs
             ]
             for path, probs in self.policies.problems().items()
@@ -853,6 +909,8 @@ class Agent:
             "ike_drops": dict(self.ike.drops),
             "auth_failures": dict(self.auth_failures),
             "send_errors": out_stats.get("send_errors", {}),
+            # system calls and batching of the data path (hostsec.agent.worker)
+            "datapath_io": {"out": out_stats.get("io", {}), "in": in_stats.get("io", {})},
             "keepalives_received": in_stats.get("keepalives", 0),
             "policy_errors": problems,
         }
@@ -945,6 +1003,30 @@ class Agent:
             self._flush_ike()
             return f"deleting the IKE SA with {name}"
         raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rekey(self, request: dict[str, Any]) -> str:
+        """Rekey now: a flow's CHILD SAs, or a peer's IKE SA (RFC 7296 1.3.2, 1.3.3)."""
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        peer = self.flows[name].peer.name if name in self.flows else name
+        if name not in self.flows and name not in self.policies.peers:
+            raise ControlError(f"no flow or peer named {name!r}")
+        sa = self.ike.sa_for(peer)
+        if sa is None or not sa.established:
+            raise ControlError(f"no established IKE SA with {peer}")
+        if name in self.flows:
+            spis = [c.spi_in for c in sa.children.values() if c.name == name and c.live]
+            if not spis:
+                raise ControlError(f"flow {name} has no CHILD SA to rekey")
+            for spi in spis:
+                sa.rekey_child(spi, now)
+            what = f"rekeying the CHILD SAs of {name}"
+        else:
+            sa.rekey(now)
+            what = f"rekeying the IKE SA with {name}"
+        self._flush_ike()
+        self._schedule_timer()
+        return what
 
     async def _cmd_rescan(self, request: dict[str, Any]) -> str:
         self.rescan()

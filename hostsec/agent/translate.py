@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from hostsec.crypto.certs import Identity
 from hostsec.crypto.proposals import Encryption, Mode, Proposal, Protocol
 from hostsec.crypto.transforms import EsnId, IntegId
-from hostsec.ike.v2.config import CertAuth, ChildConfig, IkeConfig, Lifetimes, PskAuth
+from hostsec.ike.v2.config import (
+    CertAuth,
+    ChildConfig,
+    IkeConfig,
+    Lifetimes,
+    PskAuth,
+    Retransmit,
+)
 from hostsec.ike.v2.events import ChildSAUp
 from hostsec.ipsec.sa import Direction, Lifetime, SAConfig, UdpEncapsulation
 from hostsec.ipsec.selectors import Selectors
@@ -59,6 +66,19 @@ def flow_selectors(flow: Flow, peer: Peer, local: IPAddress) -> Selectors:
     return Selectors(local_ts, remote_ts)
 
 
+def manual_replay_window(flow: Flow) -> int:
+    """The anti-replay window of a manually keyed flow's inbound SAs: off (0) unless the
+    flow sets ``replay_window`` itself.
+
+    A manual SA is never re-established, so a sender that restarts (a crash, a reboot)
+    counts from sequence number 1 again while its peer's window still sits at the old
+    count: with anti-replay on, the peer drops the flow as replays until it restarts too.
+    RFC 4301 4.4.2.1 names manually keyed SAs as the case where the receiver disables
+    anti-replay (RFC 4303 3.4.3); ``ip xfrm state`` and setkey default to no window too.
+    """
+    return flow.replay_window if "replay_window" in dict(flow.lines) else 0
+
+
 def manual_sa_configs(
     flow: Flow, peer: Peer, keys: ManualKeys, local: IPAddress
 ) -> tuple[list[SAConfig], list[SAConfig]]:
@@ -66,6 +86,7 @@ def manual_sa_configs(
 
     ESP comes first in each list, then AH (the order a bundle takes)."""
     selectors = flow_selectors(flow, peer, local)
+    replay_window = manual_replay_window(flow)
     encap = UdpEncapsulation(4500, 4500) if peer.encapsulation == "force" else None
 
     def config(sa: ManualSA, direction: Direction) -> SAConfig:
@@ -81,7 +102,7 @@ def manual_sa_configs(
             encryption_key=sa.encryption_key.value,
             integrity_key=sa.integrity_key.value,
             esn=sa.esn,
-            replay_window=flow.replay_window,
+            replay_window=replay_window,
             encapsulation=encap if sa.protocol is Protocol.ESP else None,
             selectors=selectors if direction is Direction.INBOUND else None,
         )
@@ -182,6 +203,8 @@ def ike_config(
     local: IPAddress,
     credentials: IkeCredentials,
     own_identity: Identity | None = None,
+    retransmit: Retransmit | None = None,
+    keepalive: float = 20.0,
 ) -> IkeConfig:
     """The IKEv2 configuration of a peer and its IKE-keyed flows."""
     if credentials.cert_auth is not None:
@@ -209,6 +232,8 @@ def ike_config(
         lifetimes=Lifetimes.from_lifetime(float(peer.ike_lifetime)),
         dpd=float(peer.dpd) if peer.dpd else None,
         encapsulation=str(peer.encapsulation),
+        retransmit=retransmit or Retransmit(),
+        keepalive=keepalive,
     )
 
 
