@@ -66,6 +66,7 @@ from hostsec.ipsec.sa import LifetimeExpired, SAConfig
 from hostsec.platform.linux.firewall import FirewallConfig, NftablesFirewall
 from hostsec.platform.linux.routing import LinuxPolicyRouter, RoutingConfig
 from hostsec.platform.linux.sockets import UdpSocket
+from hostsec.platform.linux.sysctl import ipv6_available
 from hostsec.platform.linux.tun import LinuxTun, TunConfig
 from hostsec.policy import (
     Auth,
@@ -164,8 +165,9 @@ class Agent:
             FirewallConfig(table=config.nft_table, tun=config.interface)
         )
         self.tun: LinuxTun | None = None
-        self.udp4: UdpSocket | None = None
-        self.ike500: UdpSocket | None = None
+        self.nat_t: dict[int, UdpSocket] = {}  # UDP 4500 by IP version
+        self.ike500: dict[int, UdpSocket] = {}  # UDP 500 by IP version
+        self.ipv6 = False
         self.datapath: DataPath | None = None
         self.control: ControlServer | None = None
         self.watcher: Any = None
@@ -210,17 +212,22 @@ class Agent:
         self._os_call(self.firewall.start)
         # virtio-net header: the inbound worker writes TCP super-packets (GSO); no TSO
         # reads, whose checksums would have to be computed in Python (hostsec.agent.worker)
+        self.ipv6 = ipv6_available()
         self.tun = self._os_call(
-            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True)
+            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True, ipv6=self.ipv6)
         )
-        self.udp4 = UdpSocket(4, 4500)
-        self.ike500 = UdpSocket(4, 500)
-        self.ike500.setblocking(False)
-        self._loop.add_reader(self.ike500.fileno(), self._ike_readable, self.ike500)
+        # IKE on UDP 500 (here) and 4500 (received by the inbound worker, which also gets
+        # ESP in UDP there), for IPv4 and, when the host has it, IPv6.
+        versions = (4, 6) if self.ipv6 else (4,)
+        for version in versions:
+            self.nat_t[version] = UdpSocket(version, 4500)
+            ike = self.ike500[version] = UdpSocket(version, 500)
+            ike.setblocking(False)
+            self._loop.add_reader(ike.fileno(), self._ike_readable, ike)
         self.datapath = DataPath(
             self.tun.fileno(),
-            {4: self.udp4.fileno()},
-            False,
+            {v: sock.fileno() for v, sock in self.nat_t.items()},
+            self.ipv6,
             self._on_worker_message,
             self._on_worker_death,
         )
@@ -273,7 +280,7 @@ class Agent:
         if self.datapath is not None:
             self.datapath.stop()
         loop = self._loop
-        for sock in (self.ike500, self.udp4):
+        for sock in (*self.ike500.values(), *self.nat_t.values()):
             if sock is not None:
                 if loop is not None:
                     with contextlib.suppress(Exception):
@@ -423,9 +430,11 @@ class Agent:
         self.flows[flow.name] = state
         match = flow_match(flow, peer)
         try:
-            self._os_call(self.router.add_flow, match, local, self.config.mtu)
+            # Firewall first: if steering the flow into the TUN fails, its plaintext is
+            # still dropped both ways (fail closed).
             if flow.require:
                 self._os_call(self.firewall.add_flow, match)
+            self._os_call(self.router.add_flow, match, local, self.config.mtu)
         except Exception as exc:  # the OS refused: keep the agent, report the flow
             log.error("flow %s: cannot install routing/firewall: %s", flow.name, exc)
             state.state, state.error = "failed", str(exc)
@@ -557,11 +566,13 @@ class Agent:
     def _send_ike(self, item: Transmit | NatKeepalive) -> None:
         local, remote = item.local, item.remote
         data = item.data if isinstance(item, Transmit) else NAT_KEEPALIVE
-        sock = self.udp4 if local[1] == 4500 else self.ike500
+        sockets = self.nat_t if local[1] == 4500 else self.ike500
+        sock = sockets.get(remote[0].version)
         if sock is None:
+            log.warning("no IPv%d socket for IKE to %s", remote[0].version, remote[0])
             return
         try:
-            sock.send(data, remote[0], remote[1])
+            sock.send(data, remote[0], remote[1], source=local[0])
         except OSError as exc:
             log.warning("cannot send IKE to %s:%d: %s", remote[0], remote[1], exc)
 
