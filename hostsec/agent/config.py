@@ -4,8 +4,8 @@
 [agent]
 interface = "hostsec0"      # the TUN device
 mtu = 1400                  # leaves room for ESP/AH/UDP overhead on a 1500-byte link
-routing_table = 4500        # the table that routes protected flows into the TUN device
-rule_priority = 4500        # first `ip rule` priority the agent uses (and up to +999)
+table_base = 1752367104    # first routing table the agent uses (one per flow; 0x68730000)
+rule_priority = 1000        # priority of the agent's `ip rule`s (before the main table)
 nft_table = "hostsec"       # the agent's own nftables table (inet family)
 log_level = "info"
 
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostsec.platform.linux.routing import RULE_PRIORITY, TABLE_BASE, TABLE_SPAN
+
 DEFAULT_CONFIG_DIR = Path("/etc/hostsec")
 DEFAULT_RUN_DIR = Path("/run/hostsec")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -46,8 +48,8 @@ class AgentConfig:
     run_dir: Path = DEFAULT_RUN_DIR
     interface: str = "hostsec0"
     mtu: int = 1400
-    routing_table: int = 4500
-    rule_priority: int = 4500
+    table_base: int = TABLE_BASE
+    rule_priority: int = RULE_PRIORITY
     nft_table: str = "hostsec"
     log_level: str = "info"
     certificate: Path | None = None
@@ -87,7 +89,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown))}")
     agent = data.get("agent", {})
-    allowed = {"interface", "mtu", "routing_table", "rule_priority", "nft_table", "log_level"}
+    allowed = {"interface", "mtu", "table_base", "rule_priority", "nft_table", "log_level"}
     for key in agent:
         if key not in allowed:
             raise ConfigError(f"{path}: [agent] has no setting '{key}'")
@@ -102,12 +104,16 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         if not 576 <= mtu <= 9000:
             raise ConfigError(f"{where}: mtu must be 576 to 9000")
         values["mtu"] = mtu
-    for key in ("routing_table", "rule_priority"):
-        if key in agent:
-            number = _expect(agent, key, int, where)
-            if not 1 <= number <= 0x7FFFF000 or number in (253, 254, 255):
-                raise ConfigError(f"{where}: {key} {number} is reserved or out of range")
-            values[key] = number
+    if "table_base" in agent:
+        number = _expect(agent, "table_base", int, where)
+        if not 256 <= number <= 0xFFFF_FFFF - TABLE_SPAN:
+            raise ConfigError(f"{where}: table_base must be 256 to {0xFFFF_FFFF - TABLE_SPAN}")
+        values["table_base"] = number
+    if "rule_priority" in agent:
+        number = _expect(agent, "rule_priority", int, where)
+        if not 1 <= number <= 32765:
+            raise ConfigError(f"{where}: rule_priority must be 1 to 32765 (before main)")
+        values["rule_priority"] = number
     if "nft_table" in agent:
         name = _expect(agent, "nft_table", str, where)
         if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,31}$", name):

@@ -159,7 +159,12 @@ class Agent:
         # agent's asyncio thread. Every routing/firewall call goes to one OS thread.
         self._os = ThreadPoolExecutor(1, thread_name_prefix="hostsec-os")
         self.router: LinuxPolicyRouter = self._os_call(
-            LinuxPolicyRouter, RoutingConfig(tun=config.interface)
+            LinuxPolicyRouter,
+            RoutingConfig(
+                tun=config.interface,
+                table_base=config.table_base,
+                priority=config.rule_priority,
+            ),
         )
         self.firewall = NftablesFirewall(
             FirewallConfig(table=config.nft_table, tun=config.interface)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -17,10 +16,6 @@ from hostsec.agent import messages as m
 from hostsec.agent.worker import recv_message, send_message
 
 log = logging.getLogger("hostsec.datapath")
-
-
-class WorkerDied(Exception):
-    pass
 
 
 class _Worker:
@@ -163,8 +158,3 @@ class DataPath:
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in (self.out, self.inb) if w is not None]
-
-
-def close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)

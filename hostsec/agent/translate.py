@@ -9,7 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from hostsec.crypto.certs import Identity
-from hostsec.crypto.proposals import Encryption, Mode, Proposal, Protocol
+from hostsec.crypto.proposals import Encryption, Proposal, Protocol
 from hostsec.crypto.transforms import EsnId, IntegId
 from hostsec.ike.v2.config import (
     CertAuth,
@@ -235,7 +235,3 @@ def ike_config(
         retransmit=retransmit or Retransmit(),
         keepalive=keepalive,
     )
-
-
-def mode_of(flow: Flow) -> Mode:
-    return flow.mode

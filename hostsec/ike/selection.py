@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from hostsec.crypto.proposals import Encryption, Proposal, Protocol
+from hostsec.crypto.proposals import Proposal, Protocol
 from hostsec.crypto.transforms import DhId, EsnId
 from hostsec.wire.selectors import TrafficSelector
 
@@ -116,10 +116,6 @@ def first_dh_group(proposals: Sequence[Proposal]) -> DhId | None:
             if g is not DhId.NONE:
                 return g
     return None
-
-
-def encryption_key_bits(enc: Encryption) -> int:
-    return enc.effective_key_bits
 
 
 # ---------------------------------------------------------------------------

@@ -55,15 +55,14 @@ class Retransmit:
 @dataclass(frozen=True)
 class Lifetimes:
     """When to rekey (soft, with up to ``jitter`` seconds taken off at random so that both
-    ends do not rekey at once) and when the SA dies without a rekey (hard)."""
+    ends do not rekey at once) and when the SA dies without a rekey (hard). Volume limits
+    come from the data path: its SAs report their sequence space running out (and any
+    byte/packet lifetimes set on them) as LifetimeExpired, which the agent turns into a
+    rekey or a delete."""
 
     rekey: float
     hard: float
     jitter: float = 0.0
-    soft_bytes: int | None = None
-    hard_bytes: int | None = None
-    soft_packets: int | None = None
-    hard_packets: int | None = None
 
     @classmethod
     def from_lifetime(cls, lifetime: float) -> Lifetimes:
