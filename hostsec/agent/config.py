@@ -9,6 +9,12 @@ rule_priority = 4500        # first `ip rule` priority the agent uses (and up to
 nft_table = "hostsec"       # the agent's own nftables table (inet family)
 log_level = "info"
 
+[ike]                       # IKE timing (strongSwan's charon.keep_alive, retransmit_*)
+keepalive = 20              # seconds between NAT keepalives when this host is behind a NAT
+retransmit_timeout = 4.0    # seconds before the first retransmission of an IKE request
+retransmit_base = 1.8       # each further wait is this many times longer
+retransmit_tries = 5        # retransmissions before the peer is declared dead
+
 [identity]                  # for certificate authentication (IKE)
 certificate = "certs/host.pem"      # own certificate (chain), relative to the config dir
 private_key = "secrets/host.key"    # mode 0600
@@ -22,7 +28,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 DEFAULT_CONFIG_DIR = Path("/etc/hostsec")
 DEFAULT_RUN_DIR = Path("/run/hostsec")
@@ -47,6 +53,10 @@ class AgentConfig:
     certificate: Path | None = None
     private_key: Path | None = None
     cacerts: Path | None = None
+    keepalive: float = 20.0
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,7 +83,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         raise ConfigError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    unknown = set(data) - {"agent", "identity"}
+    unknown = set(data) - {"agent", "ike", "identity"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown))}")
     agent = data.get("agent", {})
@@ -108,6 +118,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         if level not in _LOG_LEVELS:
             raise ConfigError(f"{where}: log_level must be one of {', '.join(_LOG_LEVELS)}")
         values["log_level"] = level
+    _load_ike(data.get("ike", {}), f"{path}: [ike]", values)
     identity = data.get("identity", {})
     where = f"{path}: [identity]"
     for key in identity:
@@ -115,3 +126,28 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
             raise ConfigError(f"{where}: no setting '{key}'")
         values[key] = config_dir / _expect(identity, key, str, where)
     return AgentConfig(**values)
+
+
+# [ike]: (minimum, maximum) of each setting; a retransmission schedule must stay sane.
+_IKE_RANGES: dict[str, tuple[float, float]] = {
+    "keepalive": (1, 3600),
+    "retransmit_timeout": (0.1, 60),
+    "retransmit_base": (1, 4),
+    "retransmit_tries": (0, 20),
+}
+
+
+def _load_ike(ike: Any, where: str, values: dict[str, Any]) -> None:
+    if not isinstance(ike, dict):
+        raise ConfigError(f"{where}: must be a table")
+    for key, value in ike.items():
+        value = cast(float, value)
+        if key not in _IKE_RANGES:
+            raise ConfigError(f"{where}: no setting '{key}'")
+        kind: tuple[type, ...] = (int,) if key == "retransmit_tries" else (int, float)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be a number")
+        low, high = _IKE_RANGES[key]
+        if not low <= value <= high:
+            raise ConfigError(f"{where}: {key} must be {low:g} to {high:g}")
+        values[key] = value

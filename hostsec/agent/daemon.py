@@ -48,7 +48,7 @@ from hostsec.crypto.certs import (
     load_credentials,
 )
 from hostsec.crypto.proposals import Protocol
-from hostsec.ike.v2.config import CertAuth
+from hostsec.ike.v2.config import CertAuth, Retransmit
 from hostsec.ike.v2.events import (
     AuthenticationFailed,
     ChildSADown,
@@ -373,6 +373,8 @@ class Agent:
 
     def _sync_ike_configs(self) -> None:
         configs = []
+        cfg = self.config
+        retransmit = Retransmit(cfg.retransmit_timeout, cfg.retransmit_base, cfg.retransmit_tries)
         for peer in self.policies.peers.values():
             if peer.auth is None or peer.ike_version != 2:
                 continue
@@ -381,7 +383,17 @@ class Agent:
                 local = peer.local_address or local_address_for(peer.address)
                 creds = self._credentials(peer)
                 own: Identity | None = None
-                configs.append(ike_config(peer, flows, local, creds, own))
+                configs.append(
+                    ike_config(
+                        peer,
+                        flows,
+                        local,
+                        creds,
+                        own,
+                        keepalive=self.config.keepalive,
+                        retransmit=retransmit,
+                    )
+                )
             except (ValueError, OSError, CertificateError) as exc:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)

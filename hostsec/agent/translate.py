@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from hostsec.crypto.certs import Identity
 from hostsec.crypto.proposals import Encryption, Mode, Proposal, Protocol
 from hostsec.crypto.transforms import EsnId, IntegId
-from hostsec.ike.v2.config import CertAuth, ChildConfig, IkeConfig, Lifetimes, PskAuth
+from hostsec.ike.v2.config import (
+    CertAuth,
+    ChildConfig,
+    IkeConfig,
+    Lifetimes,
+    PskAuth,
+    Retransmit,
+)
 from hostsec.ike.v2.events import ChildSAUp
 from hostsec.ipsec.sa import Direction, Lifetime, SAConfig, UdpEncapsulation
 from hostsec.ipsec.selectors import Selectors
@@ -182,8 +189,11 @@ def ike_config(
     local: IPAddress,
     credentials: IkeCredentials,
     own_identity: Identity | None = None,
+    keepalive: float = 20.0,
+    retransmit: Retransmit | None = None,
 ) -> IkeConfig:
-    """The IKEv2 configuration of a peer and its IKE-keyed flows."""
+    """The IKEv2 configuration of a peer and its IKE-keyed flows (``keepalive`` and
+    ``retransmit``: the agent's [ike] settings)."""
     if credentials.cert_auth is not None:
         auth: PskAuth | CertAuth = credentials.cert_auth
         default_id = own_identity or credentials.cert_auth.credentials.identity
@@ -209,6 +219,8 @@ def ike_config(
         lifetimes=Lifetimes.from_lifetime(float(peer.ike_lifetime)),
         dpd=float(peer.dpd) if peer.dpd else None,
         encapsulation=str(peer.encapsulation),
+        keepalive=keepalive,
+        retransmit=retransmit or Retransmit(),
     )
 
 
