@@ -223,6 +223,7 @@ class Agent:
                 "status": self._cmd_status,
                 "up": self._cmd_up,
                 "down": self._cmd_down,
+                "rekey": self._cmd_rekey,
                 "keys": self._cmd_keys,
                 "rescan": self._cmd_rescan,
             },
@@ -829,6 +830,31 @@ class Agent:
             self._flush_ike()
             return f"deleting the IKE SA with {name}"
         raise ControlError(f"no flow or peer named {name!r}")
+
+    async def _cmd_rekey(self, request: dict[str, Any]) -> str:
+        """Rekey now, like ``swanctl --rekey``: a flow's CHILD SAs, or a peer's IKE SA."""
+        name = str(request.get("name", ""))
+        now = time.monotonic()
+        if name in self.flows:
+            state = self.flows[name]
+            sa = self.ike.sa_for(state.peer.name)
+            spis = [] if sa is None else [c.spi_in for c in sa.children.values() if c.name == name]
+            if sa is None or not spis:
+                raise ControlError(f"flow {name} has no CHILD SA to rekey")
+            for spi in spis:
+                sa.rekey_child(spi, now)
+            what = f"rekeying the CHILD SAs of {name}"
+        elif name in self.policies.peers:
+            sa = self.ike.sa_for(name)
+            if sa is None or not sa.established:
+                raise ControlError(f"no established IKE SA with {name}")
+            sa.rekey(now)
+            what = f"rekeying the IKE SA with {name}"
+        else:
+            raise ControlError(f"no flow or peer named {name!r}")
+        self._flush_ike()
+        self._schedule_timer()
+        return what
 
     async def _cmd_rescan(self, request: dict[str, Any]) -> str:
         self.rescan()
