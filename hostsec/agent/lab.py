@@ -204,8 +204,131 @@ class AgentLab:
     def capture(self, name: str, path: Path | None = None) -> Capture:
         return self.hosts[name].capture(self.interface(name), path)
 
+    def request(self, name: str, command: str, **arguments: Any) -> Any:
+        """One control-socket request to the agent of ``name`` (e.g. "up", "rekey")."""
+        return request(self.run_dir(name), command, arguments, timeout=5.0)
+
     def close(self) -> None:
         for name in list(self.agents):
             with contextlib.suppress(Exception):
                 self.stop_agent(name)
         self.lab.close()
+
+
+NAT_RULESET = """\
+table ip hostsec_lab_nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {inside} oifname "{outside_if}" counter masquerade{random}
+  }}
+}}
+"""
+
+
+class NatAgentLab(AgentLab):
+    """Host ``a`` behind a masquerading router ``r``, and host ``b`` outside:
+
+        a 198.51.100.2 --- 198.51.100.1 r 203.0.113.1 --- 203.0.113.2 b
+
+    ``a`` routes everything via ``r``; ``b`` has no route to 198.51.100.0/24 (it only
+    ever sees the router's 203.0.113.1). With ``random_ports`` the NAT also remaps source
+    ports (``masquerade random``), so that 500 and 4500 do not survive the translation.
+    """
+
+    INSIDE = "198.51.100.0/24"
+
+    def __init__(self, prefix: str = "hsnat", random_ports: bool = False) -> None:
+        self.lab = Lab(prefix=prefix)
+        try:
+            a = self.lab.add_host("a", ipv6=False)
+            router = self.lab.add_host("r", ipv6=False)
+            b = self.lab.add_host("b", ipv6=False)
+            self.inside = self.lab.connect(
+                a, router, addresses=("198.51.100.2/24", "198.51.100.1/24")
+            )
+            self.outside = self.lab.connect(
+                router, b, addresses=("203.0.113.1/24", "203.0.113.2/24")
+            )
+            a.run(["ip", "route", "add", "default", "via", "198.51.100.1"])
+            router.sysctl("net/ipv4/ip_forward", 1)
+            ruleset = NAT_RULESET.format(
+                inside=self.INSIDE,
+                outside_if=self.outside.interface_of(router),
+                random=" random" if random_ports else "",
+            )
+            router.run(["nft", "-f", "-"], input=ruleset)
+        except BaseException:
+            self.lab.close()
+            raise
+        self.router = router
+        self.hosts = {"a": a, "b": b}
+        self.link = self.inside
+        self.agents = {}
+        self.logs = {}
+        self.root = self.lab.workdir
+
+    def interface(self, name: str) -> str:
+        link = self.inside if name == "a" else self.outside
+        return link.interface_of(self.hosts[name])
+
+    def public_address(self, name: str) -> str:
+        """The address the other side sees: the router's for ``a``."""
+        if name != "a":
+            return self.address(name)
+        return str(self.router.address(4, self.outside.interface_of(self.router)))
+
+    def capture_outside(self, path: Path | None = None) -> Capture:
+        """A capture on the router's outside link (what crosses the NAT, translated)."""
+        return self.router.capture(self.outside.interface_of(self.router), path)
+
+
+# ---------------------------------------------------------------------- policy text
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def peer_toml(name: str, address: str, **settings: object) -> str:
+    """A ``[[peer]]`` table: ``peer_toml("b", "198.51.100.2", auth="psk", dpd="5s")``."""
+    lines = ["[[peer]]", f"name = {_toml_value(name)}", f"address = {_toml_value(address)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def flow_toml(name: str, peer: str, **settings: object) -> str:
+    """A ``[[flow]]`` table: ``flow_toml("telnet", "b", protocol="tcp", remote_port=23)``."""
+    lines = ["[[flow]]", f"name = {_toml_value(name)}", f"peer = {_toml_value(peer)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def agent_toml(**ike: float) -> str:
+    """A ``hostsec.toml`` with an ``[ike]`` table (keepalive, retransmit_*)."""
+    return "[ike]\n" + "".join(f"{k} = {v}\n" for k, v in ike.items())
+
+
+LAB_PSK = "hostsec-lab-pre-shared-key-0123456789"
+
+
+def psk_peer(
+    lab: AgentLab, host: str, peer: str, address: str, psk: str = LAB_PSK, **settings: object
+) -> str:
+    """Write ``host``'s PSK file and return its ``[[peer]]`` table for ``peer``."""
+    lab.write_secret(host, f"{peer}.psk", psk)
+    return peer_toml(peer, address, auth="psk", psk_file=f"../secrets/{peer}.psk", **settings)
+
+
+def telnet_flows(
+    client_peer: str, server_peer: str, port: int = 23, name: str = "telnet", **settings: object
+) -> tuple[str, str]:
+    """The ``[[flow]]`` of a tcp/``port`` session for the client and for the server side."""
+    client = flow_toml(name, client_peer, protocol="tcp", remote_port=port, **settings)
+    server = flow_toml(name, server_peer, protocol="tcp", local_port=port, **settings)
+    return client, server
