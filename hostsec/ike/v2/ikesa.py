@@ -19,6 +19,7 @@ initiated the surviving one.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
 from dataclasses import dataclass
@@ -162,6 +163,17 @@ def ts_payload_entries(selectors: tuple[TrafficSelector, ...]) -> tuple[TSAddres
 def selectors_of(payload: TSi | TSr | None) -> tuple[TrafficSelector, ...]:
     """The address-range selectors of a TS payload (unknown TS types are ignored)."""
     return payload.traffic_selectors() if payload is not None else ()
+
+
+def _pin(selectors: tuple[TrafficSelector, ...], address: bytes) -> tuple[TrafficSelector, ...]:
+    """RFC 7296 2.23.1 address substitution: every selector of ``address``'s family gets that
+    single address; protocol and ports stay."""
+    return tuple(
+        dataclasses.replace(ts, start_addr=address, end_addr=address)
+        if len(ts.start_addr) == len(address)
+        else ts
+        for ts in selectors
+    )
 
 
 def _spi_bytes(spi: int) -> bytes:
@@ -775,8 +787,11 @@ class IkeSA:
         initiated: bool,
         now: float,
         replaces: int | None = None,
+        nat_original: tuple[bytes, bytes] | None = None,
     ) -> ChildSA:
-        """Derive the keys (RFC 7296 2.17), record the pair, tell the agent."""
+        """Derive the keys (RFC 7296 2.17), record the pair, tell the agent.
+        ``nat_original``: the (source, destination) addresses the peer's transport checksums
+        cover, when a NAT changed them (RFC 7296 2.23.1, RFC 3948 3.1.2)."""
         assert self.keys is not None and self.prf is not None
         keys = derive_child_sa_for(self.prf, self.keys.sk_d, proposal, nonce_i, nonce_r, shared)
         # Our outbound keys are the initiator's (of this exchange) when we initiated it.
@@ -803,15 +818,8 @@ class IkeSA:
         )
         self.children[spi_in] = child
         encap = (self.local[1], self.remote[1]) if self.use_nat_t() else None
-        nat_original = None
-        if encap is not None and mode is Mode.TRANSPORT and self.nat_remote:
-            # RFC 7296 2.23.1 / RFC 3948 3.1.2: the peer's checksums cover the addresses it
-            # used, which its traffic selectors carry.
-            peer_addr = next(
-                (ts.start_addr for ts in remote_ts if ts.start_addr == ts.end_addr), None
-            )
-            if peer_addr is not None and peer_addr != self.remote[0].packed:
-                nat_original = (peer_addr, self.local[0].packed)
+        if encap is None or mode is not Mode.TRANSPORT:
+            nat_original = None
         self.events.append(
             ChildSAUp(
                 ike=self.name,
@@ -863,6 +871,16 @@ class IkeSA:
             (p, spi) for _num, p, spi in from_sa_payload(sa) if p.protocol is not Protocol.IKE
         ]
         transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+        nat_original = None
+        if transport and (self.nat_local or self.nat_remote):
+            # RFC 7296 2.23.1: keep the addresses as sent (the peer's checksums cover them,
+            # RFC 3948 3.1.2), then substitute the addresses of the IKE SA for the NATed
+            # side(s) and look up, narrow and answer with those.
+            nat_original = (tsi[0].start_addr, tsr[0].start_addr)
+            if self.nat_remote:
+                tsi = _pin(tsi, self.remote[0].packed)
+            if self.nat_local:
+                tsr = _pin(tsr, self.local[0].packed)
         # The peer's TSi are its side (our remote), TSr ours (our local).
         candidates = [rekey_of.config] if rekey_of is not None else list(self.config.children)
         chosen_config: ChildConfig | None = None
@@ -926,6 +944,7 @@ class IkeSA:
             initiated=False,
             now=now,
             replaces=rekey_of.spi_in if rekey_of is not None else None,
+            nat_original=nat_original,
         )
         if chosen_config.mode is Mode.TRANSPORT:
             out.append(Notify(NotifyType.USE_TRANSPORT_MODE))
@@ -975,10 +994,20 @@ class IkeSA:
         if len(peer_spi) != 4:
             self._child_failed(config, spi_in, "bad SPI size", now)
             return None
+        transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+        nat_original = None
+        if transport and (self.nat_local or self.nat_remote):
+            # RFC 7296 2.23.1: the responder answered with the addresses it sees, the ones
+            # its checksums cover (its source is TSr, its destination TSi); substitute our
+            # IKE SA's addresses for the NATed side(s) before checking or installing.
+            nat_original = (tsr[0].start_addr, tsi[0].start_addr)
+            if self.nat_local:
+                tsi = _pin(tsi, self.local[0].packed)
+            if self.nat_remote:
+                tsr = _pin(tsr, self.remote[0].packed)
         if not all_contained(tsi, config.local_ts) or not all_contained(tsr, config.remote_ts):
             self._child_failed(config, spi_in, "peer widened the traffic selectors", now)
             return None
-        transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         mode = Mode.TRANSPORT if transport else Mode.TUNNEL
         if mode is not config.mode:
             self._child_failed(
@@ -1014,6 +1043,7 @@ class IkeSA:
             initiated=True,
             now=now,
             replaces=replaces,
+            nat_original=nat_original,
         )
 
     def _child_failed(self, config: ChildConfig, spi_in: int, reason: str, now: float) -> None:
