@@ -232,12 +232,15 @@ class NatAgentLab(AgentLab):
 
     ``a`` routes everything via ``r``; ``b`` has no route to 198.51.100.0/24 (it only
     ever sees the router's 203.0.113.1). With ``random_ports`` the NAT also remaps source
-    ports (``masquerade random``), so that 500 and 4500 do not survive the translation.
+    ports (``masquerade random``), so that 500 and 4500 do not survive the translation;
+    ``udp_timeout`` (seconds) shortens how long the router keeps an idle UDP mapping.
     """
 
     INSIDE = "198.51.100.0/24"
 
-    def __init__(self, prefix: str = "hsnat", random_ports: bool = False) -> None:
+    def __init__(
+        self, prefix: str = "hsnat", random_ports: bool = False, udp_timeout: int | None = None
+    ) -> None:
         self.lab = Lab(prefix=prefix)
         try:
             a = self.lab.add_host("a", ipv6=False)
@@ -257,6 +260,9 @@ class NatAgentLab(AgentLab):
                 random=" random" if random_ports else "",
             )
             router.run(["nft", "-f", "-"], input=ruleset)
+            if udp_timeout is not None:  # how long the NAT keeps an idle UDP mapping
+                router.sysctl("net/netfilter/nf_conntrack_udp_timeout", udp_timeout)
+                router.sysctl("net/netfilter/nf_conntrack_udp_timeout_stream", udp_timeout)
         except BaseException:
             self.lab.close()
             raise
