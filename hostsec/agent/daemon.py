@@ -109,6 +109,10 @@ class FlowState:
     state: str = "down"  # down, trap, acquiring, up, failed
     error: str = ""
     outbound_spi: int | None = None
+    outbound_replaces: int | None = None  # the inbound SPI the outbound's pair rekeyed
+    # Outbound halves of pairs made in a rekey collision, unused while the first pair's is
+    # in service: inbound SPI -> (IKE peer, outbound SA).
+    standby: dict[int, tuple[str, SAConfig]] = field(default_factory=dict)
     inbound: list[tuple[Protocol, int]] = field(default_factory=list)
     last_bytes_in: int = 0
     idle_since: float = 0.0
@@ -480,7 +484,8 @@ class Agent:
         if state is not None:
             state.state = "up"
             state.error = ""
-            state.outbound_spi = outbound[0].spi if outbound else None
+            if outbound:
+                state.outbound_spi = outbound[0].spi
 
     # ------------------------------------------------------------------ IKE
 
@@ -583,12 +588,26 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+        collision = (
+            event.replaces is not None
+            and state.outbound_spi is not None
+            and state.outbound_replaces == event.replaces
+        )
+        if collision:
+            # Two new pairs replace the same one (a rekey collision, RFC 7296 2.8.1) and IKE
+            # deletes the redundant one soon. Keep sending on the first; this pair's outbound
+            # waits unused (its sequence numbers untouched) in case the first is deleted.
+            self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
+            state.standby[event.spi_in] = (event.ike, outbound)
+        else:
+            self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+            state.outbound_replaces = event.replaces
         log.info(
-            "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
+            "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
             event.proposal, " udp-encap" if event.encapsulation else "",
             f" (rekey of 0x{event.replaces:08x})" if event.replaces else "",
+            " (collision: outbound on standby)" if collision else "",
         )  # fmt: skip
 
     def _child_down(self, event: ChildSADown) -> None:
@@ -598,17 +617,28 @@ class Agent:
             event.child, event.spi_in, event.spi_out, event.reason,
         )  # fmt: skip
         state = self.flows.get(event.child)
+        if state is not None:
+            state.standby.pop(event.spi_in, None)
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:
             del self.sas[key_out]
-            self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
-            if state is not None and state.outbound_spi == event.spi_out:
-                state.outbound_spi = None
-                # Back to trap, unless the SA went with a failure (authentication) that
-                # the flow's state shows until the next attempt.
-                if state.state != "failed":
-                    state.state = "trap"
-        # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
+            if state is not None and state.outbound_spi == event.spi_out and state.standby:
+                # The pair in service lost a rekey collision: send on the surviving one.
+                _spi, (ike, outbound) = state.standby.popitem()
+                self._install(event.child, ike, [outbound], [], "ike", time.monotonic(), ike)
+            else:
+                self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+                if state is not None and state.outbound_spi == event.spi_out:
+                    state.outbound_spi = None
+                    # Back to trap, unless the SA went with a failure (authentication) that
+                    # the flow's state shows until the next attempt.
+                    if state.state != "failed":
+                        state.state = "trap"
+        self._linger_inbound(event)
+
+    def _linger_inbound(self, event: ChildSADown) -> None:
+        """The inbound half lingers a little for packets still in flight (RFC 7296 2.8)."""
+        assert self._loop is not None
         key_in = (event.protocol, event.spi_in, "in")
 
         def remove() -> None:
