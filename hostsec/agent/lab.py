@@ -204,9 +204,10 @@ class AgentLab:
     def capture(self, name: str, path: Path | None = None) -> Capture:
         return self.hosts[name].capture(self.interface(name), path)
 
-    def request(self, name: str, command: str, **arguments: Any) -> Any:
-        """One control-socket request to the agent of ``name`` (e.g. "up", "rekey")."""
-        return request(self.run_dir(name), command, arguments, timeout=5.0)
+    def request(self, host: str, command: str, **arguments: Any) -> Any:
+        """One control-socket request to the agent of ``host``:
+        ``lab.request("a", "rekey", name="telnet")``."""
+        return request(self.run_dir(host), command, arguments, timeout=5.0)
 
     def close(self) -> None:
         for name in list(self.agents):
