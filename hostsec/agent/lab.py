@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from hostsec.agent.control import ControlError, request, socket_path
 from hostsec.platform.capture import Capture
@@ -39,7 +39,7 @@ class AgentLab:
         self.logs: dict[str, Path] = {}
         self.root = self.lab.workdir
 
-    def __enter__(self) -> AgentLab:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

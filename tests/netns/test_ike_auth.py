@@ -20,7 +20,10 @@ from hostsec.agent.lab import AgentLab, peer_toml, psk_peer, telnet_flows
 
 pytestmark = pytest.mark.netns
 
-IKE = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "esp_proposals": ["aes128gcm16"]}
+IKE: dict[str, Any] = {
+    "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
+    "esp_proposals": ["aes128gcm16"],
+}
 
 
 def _flow(status: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +35,7 @@ def _refused(status: dict[str, Any], peer: str) -> bool:
 
 
 def _no_sa(status: dict[str, Any]) -> bool:
-    return status["ike_sas"] == [] and _flow(status)["sas"] == []
+    return not status["ike_sas"] and not _flow(status)["sas"]
 
 
 def _attempt(lab: AgentLab) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -55,7 +58,7 @@ def test_wrong_psk_is_refused_on_both_sides() -> None:
     with AgentLab(prefix="hsauth") as lab:
         a, b = lab.address("a"), lab.address("b")
         client, server = telnet_flows("b", "a", esp_proposals=IKE["esp_proposals"])
-        ike = {"ike_proposals": IKE["ike_proposals"]}
+        ike: dict[str, Any] = {"ike_proposals": IKE["ike_proposals"]}
         peer_a = psk_peer(lab, "a", "b", b, psk="the-right-key-0123456789", local_id=a, **ike)
         peer_b = psk_peer(lab, "b", "a", a, psk="a-wrong-key-9876543210", local_id=b, **ike)
         lab.write_policy("a", peer_a + client)
@@ -182,7 +185,7 @@ def test_bad_certificate_is_refused_with_a_reason(case: str) -> None:
         for name in ("a", "b"):
             _install(lab, name, good_ca[0], certs[name])
         client, server = telnet_flows("b", "a", esp_proposals=IKE["esp_proposals"])
-        ike = {"ike_proposals": IKE["ike_proposals"]}
+        ike: dict[str, Any] = {"ike_proposals": IKE["ike_proposals"]}
         lab.write_policy(
             "a", peer_toml("b", b, auth="cert", local_id=a, remote_id=b, **ike) + client
         )

@@ -29,7 +29,7 @@ def test_killed_peer_is_detected_and_the_flow_goes_back_to_trap() -> None:
     with AgentLab(prefix="hsdpd") as lab:
         a, b = lab.address("a"), lab.address("b")
         client, server = telnet_flows("b", "a", esp_proposals=["aes128gcm16"])
-        ike = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "dpd": f"{DPD}s"}
+        ike: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "dpd": f"{DPD}s"}
         lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **ike) + client)
         lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **ike) + server)
         lab.write_file("a", "hostsec.toml", agent_toml(**RETRANSMIT))

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.netns
 NBYTES = 1_000_000
 KEEPALIVE = 1  # seconds ([ike] keepalive in a's hostsec.toml)
 UDP_TIMEOUT = 3  # seconds the router keeps an idle UDP mapping (conntrack)
-IKE = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "dpd": "off"}
+IKE: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "dpd": "off"}
 
 
 def _flow(status: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
     with AgentLab(prefix="hsrekey") as lab:
         a, b = lab.address("a"), lab.address("b")
         client, server = telnet_flows("b", "a", esp_proposals=["aes128gcm16"])
-        ike = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
+        ike: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
         lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **ike) + client)
         lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **ike) + server)
         for host in ("a", "b"):

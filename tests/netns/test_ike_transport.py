@@ -25,13 +25,21 @@ def _flow(status: dict[str, Any], name: str = "telnet") -> dict[str, Any]:
     [("esp", {"esp_proposals": ["aes128gcm16"]}), ("ah", {"ah_proposals": ["sha256"]})],
 )
 def test_first_packet_triggers_ike_and_session_completes(
-    protection: str, proposals: dict[str, object]
+    protection: str, proposals: dict[str, Any]
 ) -> None:
     with AgentLab(prefix="hsike") as lab:
         a, b = lab.address("a"), lab.address("b")
         client, server = telnet_flows("b", "a", protection=protection, start="trap", **proposals)
-        ids_a = {"local_id": a, "remote_id": b, "ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
-        ids_b = {"local_id": b, "remote_id": a, "ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
+        ids_a: dict[str, Any] = {
+            "local_id": a,
+            "remote_id": b,
+            "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
+        }
+        ids_b: dict[str, Any] = {
+            "local_id": b,
+            "remote_id": a,
+            "ike_proposals": ["aes128gcm16-prfsha256-ecp256"],
+        }
         lab.write_policy("a", psk_peer(lab, "a", "b", b, **ids_a) + client)
         lab.write_policy("b", psk_peer(lab, "b", "a", a, **ids_b) + server)
         lab.start_agents()

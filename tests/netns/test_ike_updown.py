@@ -13,7 +13,7 @@ from hostsec.agent.lab import AgentLab, psk_peer, telnet_flows
 
 pytestmark = pytest.mark.netns
 
-IKE = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
+IKE: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
 
 
 def _flow(status: dict[str, Any], name: str) -> dict[str, Any]:
