@@ -287,12 +287,13 @@ class IkeManager:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def _send_plain(
-        self, header: IKEHeader, payloads: list[object], src: Endpoint, dst: Endpoint
+        self, header: IKEHeader, payloads: list[Payload], local: Endpoint, remote: Endpoint
     ) -> None:
-        data = encode_message(header, payloads)  # type: ignore[arg-type]
-        if dst[1] == NAT_T_PORT or src[1] == NAT_T_PORT:
+        """An unprotected IKE_SA_INIT response from ``local`` to ``remote``."""
+        data = encode_message(header, payloads)
+        if local[1] == NAT_T_PORT or remote[1] == NAT_T_PORT:
             data = NON_ESP_MARKER + data
-        self._out.append(Transmit(data, dst, src))
+        self._out.append(Transmit(data, local, remote))
 
     # ------------------------------------------------------------------ responder: IKE_SA_INIT
 
