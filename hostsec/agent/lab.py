@@ -15,13 +15,17 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Self
 
 from hostsec.agent.control import ControlError, request, socket_path
+from hostsec.agent.echo import stream
 from hostsec.platform.capture import Capture
 from hostsec.platform.netns import Host, Lab
 
@@ -339,3 +343,44 @@ def telnet_flows(
     client = flow_toml(name, client_peer, protocol="tcp", remote_port=port, **settings)
     server = flow_toml(name, server_peer, protocol="tcp", local_port=port, **settings)
     return client, server
+
+
+# ---------------------------------------------------------------------- a paced session
+
+CHUNK = 8192
+INTERVAL = 0.01  # seconds between chunks: about 800 KB/s
+STALL = 0.5  # a pause in the echo this long means packets were lost (TCP timed out)
+
+
+def paced_echo(conn: Connection, address: str, port: int, seconds: float) -> dict[str, Any]:
+    """A telnet-like session of known length, for ``Host.spawn``: send CHUNK octets every
+    INTERVAL for ``seconds`` to an echo server and check what comes back; say "started"
+    over ``conn`` once connected. Reports each pause of the echo longer than STALL as
+    (monotonic time it ended, its length)."""
+    count = int(seconds / INTERVAL)
+    payload = stream(CHUNK * count, "paced")
+    received = bytearray()
+    stalls: list[tuple[float, float]] = []
+    with socket.create_connection((address, port), timeout=10) as sock:
+        conn.send("started")
+
+        def send() -> None:
+            for i in range(count):
+                sock.sendall(payload[i * CHUNK : (i + 1) * CHUNK])
+                time.sleep(INTERVAL)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        last = time.monotonic()
+        while len(received) < len(payload):
+            data = sock.recv(65536)
+            if not data:
+                break
+            now = time.monotonic()
+            if now - last > STALL:
+                stalls.append((now, now - last))
+            last = now
+            received += data
+        sender.join(10)
+    return {"ok": bytes(received) == payload, "bytes": len(received), "stalls": stalls}

@@ -11,58 +11,26 @@ rekey that a lifetime starts.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 
-from hostsec.agent.echo import stream
-from hostsec.agent.lab import AgentLab, agent_toml, psk_peer, telnet_flows
+from hostsec.agent.lab import (
+    CHUNK,
+    INTERVAL,
+    AgentLab,
+    agent_toml,
+    paced_echo,
+    psk_peer,
+    telnet_flows,
+)
 
 pytestmark = pytest.mark.netns
 
-CHUNK = 8192
-INTERVAL = 0.01  # seconds between chunks: about 800 KB/s for SECONDS
-SECONDS = 10.0
-STALL = 0.5  # a pause in the echo this long means packets were lost (TCP timed out)
+SECONDS = 10.0  # of the paced session (about 800 KB/s)
 # Short, steady retransmissions, so that held IKE messages go out soon after release.
 RETRANSMIT = {"retransmit_timeout": 0.3, "retransmit_base": 1.0, "retransmit_tries": 20}
-
-
-def paced_echo(conn: Connection, address: str, port: int, seconds: float) -> dict[str, Any]:
-    """Send CHUNK-sized pieces every INTERVAL for ``seconds`` to an echo server and check
-    what comes back; says "started" once connected. Reports each pause of the echo longer
-    than STALL as (monotonic time it ended, length)."""
-    count = int(seconds / INTERVAL)
-    payload = stream(CHUNK * count, "rekey")
-    received = bytearray()
-    stalls: list[tuple[float, float]] = []
-    with socket.create_connection((address, port), timeout=10) as sock:
-        conn.send("started")
-
-        def send() -> None:
-            for i in range(count):
-                sock.sendall(payload[i * CHUNK : (i + 1) * CHUNK])
-                time.sleep(INTERVAL)
-            sock.shutdown(socket.SHUT_WR)
-
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        last = time.monotonic()
-        while len(received) < len(payload):
-            data = sock.recv(65536)
-            if not data:
-                break
-            now = time.monotonic()
-            if now - last > STALL:
-                stalls.append((now, now - last))
-            last = now
-            received += data
-        sender.join(10)
-    return {"ok": bytes(received) == payload, "bytes": len(received), "stalls": stalls}
 
 
 def hold_ike(lab: AgentLab, what: str | None) -> None:
