@@ -42,7 +42,7 @@ def _attempt(lab: AgentLab) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start both agents, knock on tcp/23 once, and wait for both sides to give up."""
     lab.start_agents()
     lab.serve_echo("b", 23)
-    result = lab.echo("a", lab.address("b"), 23, 1000, timeout=2.0)
+    result = lab.echo("a", lab.address("b"), 23, 1000, timeout=1.0)
     assert not result["ok"], "the session must not get through"
     status_a = lab.wait_for("a", lambda s: _refused(s, "b"))
     status_b = lab.wait_for("b", lambda s: _refused(s, "a"))

@@ -15,9 +15,9 @@ from hostsec.agent.lab import AgentLab, agent_toml, psk_peer, telnet_flows
 pytestmark = pytest.mark.netns
 
 DPD = 5  # seconds (the policy's minimum)
-RETRANSMIT = {"retransmit_timeout": 0.5, "retransmit_base": 1.5, "retransmit_tries": 3}
+RETRANSMIT = {"retransmit_timeout": 0.5, "retransmit_base": 1.5, "retransmit_tries": 2}
 # Silence for DPD seconds, then the check and its retransmissions go unanswered.
-BUDGET = DPD + sum(0.5 * 1.5**n for n in range(3 + 1))
+BUDGET = DPD + sum(0.5 * 1.5**n for n in range(2 + 1))
 SLACK = 1.5  # the agent's timer tick (1 s) and status polling
 
 

@@ -99,7 +99,7 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         ]
         seen: list[tuple[str, str]] = []
         for host, name in steps:
-            time.sleep(1.0)
+            time.sleep(0.8)
             before = _spis(lab.status(host))
             assert "rekeying" in lab.request(host, "rekey", name=name)
             changed = lab.wait_for(host, lambda s, old=before: _changed(s, old), timeout=5)
@@ -119,6 +119,7 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         time.sleep(3 * RETRANSMIT["retransmit_timeout"])
         hold_ike(lab, None)
         collision_end = time.monotonic()
+        assert transfer.alive(), "the session ended before the rekeys: lengthen SECONDS"
 
         result = transfer.result(SECONDS + 30)
         assert result["ok"], (result, lab.log("a"), lab.log("b"))
