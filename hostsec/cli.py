@@ -125,16 +125,20 @@ def _up_down(args: argparse.Namespace) -> int:
 
 def _add_keys(commands: _Commands[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser("keys", help="write the live keys for Wireshark")
-    keys.add_argument("--wireshark", metavar="FILE", required=True, help="esp_sa UAT file")
     keys.add_argument(
-        "--ikev2", metavar="FILE", help="also write ikev2_decryption_table lines here"
+        "--wireshark",
+        metavar="PATH",
+        required=True,
+        help="a directory (e.g. ~/.config/wireshark: writes its esp_sa and "
+        "ikev2_decryption_table files) or a file (esp_sa lines; IKEv2 lines go to PATH.ikev2)",
     )
     keys.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"default {DEFAULT_RUN_DIR}")
     keys.set_defaults(func=_keys)
 
 
-def _write_private(path: str, lines: list[str]) -> None:
+def _write_private(path: Path, lines: list[str]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("".join(line + "\n" for line in lines))
 
@@ -148,12 +152,17 @@ def _keys(args: argparse.Namespace) -> int:
         print(f"hostsec keys: {exc}", file=sys.stderr)
         return 1
     assert isinstance(result, dict)
-    _write_private(args.wireshark, result["esp_sa"])
-    written = [f"{len(result['esp_sa'])} esp_sa lines to {args.wireshark}"]
-    if args.ikev2:
-        _write_private(args.ikev2, result["ikev2_decryption_table"])
-        written.append(f"{len(result['ikev2_decryption_table'])} ikev2 lines to {args.ikev2}")
-    print("wrote " + ", ".join(written))
+    target = Path(args.wireshark)
+    if target.is_dir():
+        esp_path, ike_path = target / "esp_sa", target / "ikev2_decryption_table"
+    else:
+        esp_path, ike_path = target, target.with_name(target.name + ".ikev2")
+    _write_private(esp_path, result["esp_sa"])
+    _write_private(ike_path, result["ikev2_decryption_table"])
+    print(
+        f"wrote {len(result['esp_sa'])} esp_sa lines to {esp_path} and "
+        f"{len(result['ikev2_decryption_table'])} ikev2_decryption_table lines to {ike_path}"
+    )
     return 0
 
 

@@ -87,6 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
+IDLE_CHECK = 5.0  # seconds between idle-timeout checks
 
 
 @dataclass
@@ -109,12 +110,8 @@ class FlowState:
     state: str = "down"  # down, trap, acquiring, up, failed
     error: str = ""
     outbound_spi: int | None = None
-    outbound_replaces: int | None = None  # the inbound SPI the outbound's pair rekeyed
-    # Outbound halves of pairs made in a rekey collision, unused while the first pair's is
-    # in service: inbound SPI -> (IKE peer, outbound SA).
-    standby: dict[int, tuple[str, SAConfig]] = field(default_factory=dict)
     inbound: list[tuple[Protocol, int]] = field(default_factory=list)
-    last_bytes_in: int = 0
+    last_packets: int = -1  # packets both ways at the last idle check
     idle_since: float = 0.0
 
 
@@ -149,6 +146,8 @@ class Agent:
         self.flows: dict[str, FlowState] = {}
         self.sas: dict[tuple[Protocol, int, str], InstalledSA] = {}  # (proto, spi, "in"/"out")
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
+        # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
+        self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -173,6 +172,7 @@ class Agent:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._linger: list[asyncio.TimerHandle] = []
+        self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -237,6 +237,7 @@ class Agent:
             self._loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
         self._loop.add_signal_handler(signal.SIGHUP, self.rescan)
         self._schedule_timer()
+        self._idle_task = self._loop.create_task(self._idle_loop())
         log.info("agent ready: %d peers, %d flows", len(self.policies.peers), len(self.flows))
 
     def stop(self, why: str = "stop requested") -> None:
@@ -246,6 +247,8 @@ class Agent:
     async def _teardown(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for handle in self._linger:
             handle.cancel()
         if self.watcher is not None:
@@ -381,7 +384,10 @@ class Agent:
         cfg = self.config
         retransmit = Retransmit(cfg.retransmit_timeout, cfg.retransmit_base, cfg.retransmit_tries)
         for peer in self.policies.peers.values():
-            if peer.auth is None or peer.ike_version != 2:
+            if peer.auth is None:
+                continue
+            if peer.ike_version != 2:
+                log.error("peer %s: IKEv1 is not implemented yet; its flows stay down", peer.name)
                 continue
             flows = [f for f in self.policies.flows_of(peer.name) if f.keying is Keying.IKE]
             try:
@@ -496,7 +502,12 @@ class Agent:
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
-            state.state, state.error = "failed", "IKE is not configured for its peer"
+            why = (
+                "IKEv1 is not implemented yet"
+                if peer.ike_version != 2
+                else "IKE could not be configured for its peer (see the log)"
+            )
+            state.state, state.error = "failed", why
             return
         child = child_config(state.flow, peer, state.local)
         state.state = "acquiring"
@@ -588,26 +599,18 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        collision = (
-            event.replaces is not None
-            and state.outbound_spi is not None
-            and state.outbound_replaces == event.replaces
-        )
-        if collision:
-            # Two new pairs replace the same one (a rekey collision, RFC 7296 2.8.1) and IKE
-            # deletes the redundant one soon. Keep sending on the first; this pair's outbound
-            # waits unused (its sequence numbers untouched) in case the first is deleted.
-            self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
-            state.standby[event.spi_in] = (event.ike, outbound)
-        else:
+        if event.outbound:
             self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
-            state.outbound_replaces = event.replaces
+        else:
+            # We answered a rekey: the peer can only receive on the new pair once our answer
+            # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
+            self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
+            self.pending_out[event.spi_in] = (event.child, event.ike, outbound)
         log.info(
-            "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s%s",
+            "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
             event.proposal, " udp-encap" if event.encapsulation else "",
             f" (rekey of 0x{event.replaces:08x})" if event.replaces else "",
-            " (collision: outbound on standby)" if collision else "",
         )  # fmt: skip
 
     def _child_down(self, event: ChildSADown) -> None:
@@ -617,15 +620,22 @@ class Agent:
             event.child, event.spi_in, event.spi_out, event.reason,
         )  # fmt: skip
         state = self.flows.get(event.child)
-        if state is not None:
-            state.standby.pop(event.spi_in, None)
+        self.pending_out.pop(event.spi_in, None)  # a pair never sent on
         key_out = (event.protocol, event.spi_out, "out")
-        if key_out in self.sas:
+        if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            if state is not None and state.outbound_spi == event.spi_out and state.standby:
-                # The pair in service lost a rekey collision: send on the surviving one.
-                _spi, (ike, outbound) = state.standby.popitem()
-                self._install(event.child, ike, [outbound], [], "ike", time.monotonic(), ike)
+            successor = (
+                self.pending_out.pop(event.replaced_by, None)
+                if event.replaced_by is not None
+                else None
+            )
+            if successor is not None:
+                flow, ike, config = successor
+                self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+            elif event.replaced_by is not None and any(
+                sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
+            ):
+                pass  # the replacement is already sent on
             else:
                 self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                 if state is not None and state.outbound_spi == event.spi_out:
@@ -634,11 +644,7 @@ class Agent:
                     # the flow's state shows until the next attempt.
                     if state.state != "failed":
                         state.state = "trap"
-        self._linger_inbound(event)
-
-    def _linger_inbound(self, event: ChildSADown) -> None:
-        """The inbound half lingers a little for packets still in flight (RFC 7296 2.8)."""
-        assert self._loop is not None
+        # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
         def remove() -> None:
@@ -718,6 +724,37 @@ class Agent:
         self.ike.handle_timer(now)
         self._flush_ike()
         self._schedule_timer()
+
+    async def _idle_loop(self) -> None:
+        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
+        either way for its idle_timeout; the flow falls back to its trap."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK)
+            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
+            if not watched or self.datapath is None:
+                continue
+            out_stats, in_stats = await self.datapath.stats()
+            now = time.monotonic()
+            for state in watched:
+                name = state.flow.name
+                packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
+                packets += sum(
+                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    for (_proto, spi, direction), sa in self.sas.items()
+                    if sa.flow == name and direction == "in"
+                )
+                if packets != state.last_packets:
+                    state.last_packets, state.idle_since = packets, now
+                    continue
+                assert state.flow.idle_timeout is not None
+                if now - state.idle_since >= state.flow.idle_timeout:
+                    if state.flow.keying is Keying.IKE:
+                        log.info(
+                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
+                        )
+                        self.ike.delete_child(state.peer.name, name, now)
+                        self._flush_ike()
+                    state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +32,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
+
+from hostsec.crypto.secretfile import SecretFileRefused, read_secret
 
 SigningKey = (
     rsa.RSAPrivateKey
@@ -285,29 +285,14 @@ def check_identity(cert: x509.Certificate, identity: Identity) -> None:
 
 
 def read_private_file(path: Path, *, max_size: int = MAX_FILE_SIZE) -> bytes:
-    """The contents of a secret file (private key, PSK): a regular file, owned by us or
-    root, that neither the group nor others may access (mode 0600 or 0400)."""
+    """The contents of a secret file (private key, PSK): see
+    :func:`hostsec.crypto.secretfile.read_secret` for the rules."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return read_secret(path, max_size)
+    except SecretFileRefused as exc:
+        raise CertificateError(str(exc)) from None
     except OSError as exc:
         raise CertificateError(f"{path}: cannot open ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CertificateError(f"{path}: not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise CertificateError(
-                f"{path}: mode {mode:04o} lets the group or others access a secret; use 0600"
-            )
-        if st.st_uid not in (0, os.geteuid()):
-            raise CertificateError(f"{path}: owned by uid {st.st_uid}, not by us or root")
-        if st.st_size > max_size:
-            raise CertificateError(f"{path}: larger than {max_size} octets")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(max_size + 1)[:max_size]
-    finally:
-        os.close(fd)
 
 
 def _read_public_file(path: Path) -> bytes:

@@ -10,7 +10,7 @@ more algorithms of each transform type; the order within a type is the preferenc
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -243,14 +243,18 @@ def parse_proposal(text: str, protocol: Protocol) -> Proposal:
                 raise ProposalError(f"'{token}' only applies to ESP and AH ('{text}')", token)
             _append_unique(esn, _ESN_KEYWORDS[token], token, text)
 
+    def named(table: Mapping[str, object], value: object) -> str:
+        # The token the user wrote for ``value`` (an alias, maybe), for the error message.
+        return next(t for t in tokens if table.get(t) == value)
+
     aead = [e for e in encryption if e.aead]
     if aead and len(aead) != len(encryption):
-        token = _ENCRYPTION_NAMES.get(aead[0], "?")
+        token = named(_ENCRYPTION_KEYWORDS, aead[0])
         raise ProposalError(
-            f"AEAD and non-AEAD encryption cannot share a proposal ('{text}')", token
+            f"AEAD '{token}' and non-AEAD encryption cannot share a proposal ('{text}')", token
         )
     if aead and integrity:
-        token = _INTEGRITY_NAMES[integrity[0]]
+        token = named(_INTEGRITY_KEYWORDS, integrity[0])
         raise ProposalError(
             f"'{token}' contradicts the AEAD algorithm in '{text}' (AEAD has its own integrity)",
             token,
@@ -259,8 +263,12 @@ def parse_proposal(text: str, protocol: Protocol) -> Proposal:
     if protocol is Protocol.IKE:
         if not encryption:
             raise ProposalError(f"an IKE proposal needs an encryption algorithm ('{text}')")
-        if any(e.id in (EncrId.NULL, EncrId.NULL_AUTH_AES_GMAC) for e in encryption):
-            raise ProposalError(f"IKE cannot use NULL encryption or GMAC ('{text}')", "null")
+        for e in encryption:
+            if e.id in (EncrId.NULL, EncrId.NULL_AUTH_AES_GMAC):
+                token = named(_ENCRYPTION_KEYWORDS, e)
+                raise ProposalError(
+                    f"IKE cannot use NULL encryption or GMAC: '{token}' in '{text}'", token
+                )
         if not aead and not integrity:
             raise ProposalError(f"an IKE proposal needs an integrity algorithm ('{text}')")
         if not prf:

@@ -130,10 +130,13 @@ def _predict_routing(packet: bytearray, offset: int, length: int) -> None:
         raise Malformed("routing header segments left exceeds its addresses")
     addrs = [bytes(packet[offset + 8 + 16 * i : offset + 24 + 16 * i]) for i in range(n)]
     final = addrs[-1]
-    # The receiver sees: destination = last address, list = [first hop, ...], left = 0.
-    visited = [bytes(packet[24:40]), *addrs[:-1]]
+    # RFC 8200 4.4: each hop swaps the destination with address[n - left]; the first
+    # n - left addresses were visited already and stay. The receiver sees: destination =
+    # last address, the remaining list shifted by one behind the current destination.
+    first = n - left
+    visited = [bytes(packet[24:40]), *addrs[first:-1]]
     packet[24:40] = final
-    for i, addr in enumerate(visited):
+    for i, addr in enumerate(visited, start=first):
         packet[offset + 8 + 16 * i : offset + 24 + 16 * i] = addr
     packet[offset + 3] = 0
 

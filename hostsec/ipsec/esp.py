@@ -9,13 +9,21 @@ number is drawn per packet. CBC IVs are random (RFC 3602 2.4 wants them unpredic
 Inbound order (RFC 4303 3.4): parse, replay check (cheap, before any crypto), ICV
 verification and decryption, replay window update, trailer, then the inner packet's
 selectors.
+
+Entry points: protect/unprotect (complete IP packets, as a TUN device gives and takes
+them), encapsulate/decapsulate (ESP without the outer header, for sockets that add or
+strip it), and their ``*_many`` batch forms. For combined-mode transforms each SA replaces
+the single-packet ones, once, with specialised closures that do the same checks with
+fewer Python operations (see "Specialised per-packet paths" at the end of this module).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from cryptography.exceptions import InvalidTag
 
@@ -31,6 +39,7 @@ from hostsec.ipsec.errors import (
     PacketDropped,
     PolicyViolation,
     SelectorMismatch,
+    UnknownSPI,
 )
 from hostsec.ipsec.headers import (
     DEFAULT_TTL,
@@ -43,8 +52,9 @@ from hostsec.ipsec.headers import (
 )
 from hostsec.ipsec.replay import ReplayWindow
 from hostsec.ipsec.sa import Mode, SAConfig, SecurityAssociation
+from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.wire.errors import MalformedPacket
-from hostsec.wire.esp import ESP_HEADER, ESP_HEADER_LEN, padding
+from hostsec.wire.esp import ESP_HEADER_LEN, padding
 from hostsec.wire.ip import (
     IPPROTO_ESP,
     IPPROTO_IPIP,
@@ -52,6 +62,9 @@ from hostsec.wire.ip import (
     IPPROTO_NONE,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV4_FLAG_DF,
+    IPV4_FLAG_MF,
+    IPV4_FRAGMENT_OFFSET_MASK,
     IPV4_HEADER_LEN,
     IPV6_HEADER_LEN,
     IPv4Header,
@@ -67,13 +80,7 @@ _TRAILERS: list[list[bytes]] = [
     [bytes(range(1, pad + 1)) + bytes((pad, nh)) for nh in range(256)] for pad in range(16)
 ]
 _LOW32 = 0xFFFFFFFF
-_ESP_PAIR = ESP_HEADER  # SPI, sequence number
 _U32 = struct.Struct("!I")
-_UDP = struct.Struct("!HHHH")
-_V4_ESP = struct.Struct("!BBHHHBBH8sII")  # outer IPv4 header, SPI, sequence number
-_V4_UDP_ESP = struct.Struct("!BBHHHBBH8sHHHHII")  # ... with the RFC 3948 UDP header
-_V4_ESP_IN = struct.Struct("!BxH5xB10xII")  # version/IHL, total length, protocol, SPI, seq
-_INNER_V4 = struct.Struct("!BxH")  # version/IHL, total length
 _PADDINGS = [padding(n) for n in range(256)]
 _STOP_ESP = frozenset({IPPROTO_ESP, IPPROTO_UDP})
 
@@ -126,13 +133,28 @@ class EspSA(SecurityAssociation):
         self._outer = OuterHeader(config.src.packed, config.dst.packed, IPPROTO_ESP, udp)
         self._outer_addrs = config.src.packed + config.dst.packed
         self._selectors = config.selectors
-        self._check_padding = config.check_padding
-        # The per-packet fast paths: combined-mode transform, counter IV, IPv4 outer header.
-        self._fast = (
-            self._aead and iv_source is None and not self._random_iv and config.src.version == 4
+        # Selectors.match(inner, True), compiled for the common IPv4 TCP/UDP case.
+        self._selector_check = (
+            _inbound_selector_check(config.selectors) if config.selectors is not None else None
         )
-        self._pad_mask = self._block - 1  # block sizes are powers of two
+        self._check_padding = config.check_padding
         self._udp_ports = (self._encap.src_port, self._encap.dst_port) if self._encap else None
+        self._select_paths()
+
+    def _select_paths(self) -> None:
+        """Bind the specialised per-packet paths of this SA, chosen once (see the section
+        "Specialised per-packet paths" below). They shadow the general methods on this
+        instance and hand every packet they do not cover back to them."""
+        if not self._aead:
+            return
+        if self._iv_source is None:  # counter IVs: every combined-mode transform here
+            self.encapsulate = _fast_encapsulate(self)  # type: ignore[method-assign]
+            if self.config.src.version == 4:
+                self.protect = _fast_protect(self)  # type: ignore[method-assign]
+        window = self._window
+        if window is not None:  # anti-replay on: every inbound SA but a rare few
+            self.unprotect = _fast_unprotect(self, window)  # type: ignore[method-assign]
+            self.decapsulate = _fast_decapsulate(self, window)  # type: ignore[method-assign]
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -163,86 +185,6 @@ class EspSA(SecurityAssociation):
         mac_input = body + (seq >> 32).to_bytes(4, "big") if self._esn else body
         return body + self._mac_icv(mac_input)
 
-    def _protect_tunnel4(self, packet: bytes) -> bytes:
-        """Tunnel mode, IPv4 outer header, combined-mode transform: the hot path."""
-        size = len(packet)
-        if size < IPV4_HEADER_LEN:
-            raise Malformed("packet too short")
-        first = packet[0]
-        if first >> 4 == 4:
-            next_header, tos, df = IPPROTO_IPIP, packet[1], (packet[6] & 0x40) << 8
-        elif first >> 4 == 6:
-            next_header, tos, df = IPPROTO_IPV6, (first & 0x0F) << 4 | packet[1] >> 4, 0x4000
-        else:
-            raise Malformed("not an IP packet")
-        seq = self.seq + 1
-        if seq >= self._seq_mark:
-            seq = self.next_seq()
-        else:
-            self.seq = seq
-        iv = seq.to_bytes(8, "big")
-        seq_low = seq & _LOW32
-        aad = self._spi_bytes + iv if self._esn else _ESP_PAIR.pack(self.spi, seq_low)
-        ciphertext = self._aead_encrypt(
-            self._salt + iv, packet + _TRAILERS[-(size + 2) & self._pad_mask][next_header], aad
-        )
-        ident = seq & 0xFFFF
-        ports = self._udp_ports
-        if ports is None:
-            total = 36 + len(ciphertext)
-            s = self._outer.partial + tos + total + ident + df
-            s = (s & 0xFFFF) + (s >> 16)
-            s = (s & 0xFFFF) + (s >> 16)
-            head = _V4_ESP.pack(
-                0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_ESP, ~s & 0xFFFF,
-                self._outer_addrs, self.spi, seq_low,
-            )  # fmt: skip
-        else:
-            total = 44 + len(ciphertext)
-            s = self._outer.partial + tos + total + ident + df
-            s = (s & 0xFFFF) + (s >> 16)
-            s = (s & 0xFFFF) + (s >> 16)
-            head = _V4_UDP_ESP.pack(
-                0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_UDP, ~s & 0xFFFF,
-                self._outer_addrs, ports[0], ports[1], total - 20, 0, self.spi, seq_low,
-            )  # fmt: skip
-        return head + iv + ciphertext
-
-    def _protect_transport4(self, packet: bytes) -> bytes:
-        """Transport mode, IPv4 without options, combined-mode transform: the hot path."""
-        if len(packet) < IPV4_HEADER_LEN or packet[0] != 0x45:
-            return self._protect_general(packet)
-        total = (packet[2] << 8) | packet[3]
-        if total > len(packet) or total < IPV4_HEADER_LEN:
-            raise Malformed("bad IPv4 total length")
-        if packet[6] & 0x3F or packet[7]:
-            raise PolicyViolation("transport mode does not carry IP fragments (RFC 4303 3.3)")
-        seq = self.seq + 1
-        if seq >= self._seq_mark:
-            seq = self.next_seq()
-        else:
-            self.seq = seq
-        iv = seq.to_bytes(8, "big")
-        seq_low = seq & _LOW32
-        esp_head = _ESP_PAIR.pack(self.spi, seq_low)
-        aad = self._spi_bytes + iv if self._esn else esp_head
-        next_header = packet[9]
-        payload = packet[IPV4_HEADER_LEN:total] if total != len(packet) else packet[20:]
-        ciphertext = self._aead_encrypt(
-            self._salt + iv,
-            payload + _TRAILERS[-(total - 18) & self._pad_mask][next_header],
-            aad,
-        )
-        ports = self._udp_ports
-        new_total = 36 + len(ciphertext) if ports is None else 44 + len(ciphertext)
-        protocol = IPPROTO_ESP if ports is None else IPPROTO_UDP
-        header = ipv4_rewrite(packet, protocol, new_total)
-        if ports is None:
-            return header + esp_head + iv + ciphertext
-        return (
-            header + _UDP.pack(ports[0], ports[1], new_total - 20, 0) + esp_head + iv + ciphertext
-        )
-
     def encapsulate(self, packet: bytes) -> bytes:
         """ESP for ``packet`` without outer IP/UDP headers (for sockets that add them)."""
         try:
@@ -267,12 +209,7 @@ class EspSA(SecurityAssociation):
         try:
             if self.expired:
                 raise Expired("SA reached its hard lifetime")
-            if not self._fast:
-                out = self._protect_general(packet)
-            elif self._tunnel:
-                out = self._protect_tunnel4(packet)
-            else:
-                out = self._protect_transport4(packet)
+            out = self._protect_general(packet)
         except PacketDropped as exc:
             self.stats.drop(exc.reason)
             raise
@@ -328,6 +265,9 @@ class EspSA(SecurityAssociation):
         """(next header, plaintext, end of the payload in the plaintext)."""
         if len(esp) < self._min_len:
             raise Malformed("ESP packet too short for its transform")
+        if esp[:4] != self._spi_bytes:
+            # With ESN the AAD carries the SA's SPI, not the packet's: check it here.
+            raise UnknownSPI("ESP SPI is not this SA's")
         seq = _U32.unpack_from(esp, 4)[0]
         window = self._window
         if window is not None:
@@ -354,16 +294,7 @@ class EspSA(SecurityAssociation):
             plaintext = self._decrypt(esp[8:iv_end], ciphertext)
         if window is not None:
             window.update(seq)
-        # RFC 4303 2.4 trailer: padding, pad length, next header.
-        pad = plaintext[-2]
-        end = len(plaintext) - 2 - pad
-        if end < 0:
-            raise Malformed("ESP pad length exceeds the payload")
-        if pad and self._check_padding and plaintext[end : end + pad] != _PADDINGS[pad]:
-            raise Malformed("ESP padding is not the default monotonic sequence")
-        next_header = plaintext[-1]
-        if next_header == IPPROTO_NONE:
-            raise DummyPacket("dummy packet (next header 59)")
+        next_header, end = _trailer(plaintext, self._check_padding)
         return next_header, plaintext, end
 
     def unprotect(self, packet: bytes) -> bytes:
@@ -371,11 +302,8 @@ class EspSA(SecurityAssociation):
         try:
             if self.expired:
                 raise Expired("SA reached its hard lifetime")
-            if self._aead and packet[:1] == b"\x45":
-                inner = self._unprotect_fast4(packet)
-            else:
-                inner = self._unprotect(packet)
-            if self._selectors is not None and not self._selectors.match(inner, True):
+            inner = self._unprotect(packet)
+            if self._selector_check is not None and not self._selector_check(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             self.stats.drop(exc.reason)
@@ -386,67 +314,6 @@ class EspSA(SecurityAssociation):
         if st.bytes >= self._byte_mark or st.packets >= self._packet_mark:
             self._account_slow()
         return inner
-
-    def _unprotect_fast4(self, packet: bytes) -> bytes:
-        """IPv4 without options, combined-mode transform: the hot path of :meth:`_open`."""
-        try:
-            _vihl, end, protocol, _spi, seq = _V4_ESP_IN.unpack_from(packet)
-        except struct.error:
-            raise Malformed("ESP packet truncated") from None
-        if end > len(packet):
-            raise Malformed("bad IPv4 total length")
-        start = IPV4_HEADER_LEN
-        if protocol != IPPROTO_ESP or self._encap is not None:
-            if protocol != IPPROTO_UDP or self._encap is None:
-                raise Malformed("not an ESP packet for this SA")
-            start = self._skip_udp(packet, IPV4_HEADER_LEN, end)
-            seq = _U32.unpack_from(packet, start + 4)[0]
-        if end - start < self._min_len:
-            raise Malformed("ESP packet too short for its transform")
-        window = self._window
-        if window is not None:
-            if self._esn:
-                seq = window.infer(seq)
-            if seq <= window.top:
-                window.check(seq)
-        iv_end = start + 16
-        try:
-            plaintext = self._aead_decrypt(
-                self._salt + packet[start + 8 : iv_end],
-                packet[iv_end:end],
-                self._spi_bytes + seq.to_bytes(8, "big")
-                if self._esn
-                else packet[start : iv_end - 8],
-            )
-        except InvalidTag:
-            raise AuthenticationFailed("ESP ICV mismatch") from None
-        if window is not None:
-            if seq == window.top + 1:  # in order: slide by one
-                window.bitmap = ((window.bitmap << 1) | 1) & window.mask
-                window.top = seq
-            else:
-                window.update(seq)
-        pad = plaintext[-2]
-        stop = len(plaintext) - 2 - pad
-        if pad and (stop < 0 or (self._check_padding and plaintext[stop:-2] != _PADDINGS[pad])):
-            raise Malformed("ESP padding is not the default monotonic sequence")
-        next_header = plaintext[-1]
-        if self._tunnel:
-            if next_header == IPPROTO_IPIP:
-                first, total = _INNER_V4.unpack_from(plaintext)
-                if first == 0x45 and IPV4_HEADER_LEN <= total <= stop:
-                    return plaintext[:total]
-            if next_header == IPPROTO_NONE:
-                raise DummyPacket("dummy packet (next header 59)")
-            return _tunnel_inner(next_header, plaintext, stop)
-        if next_header == IPPROTO_NONE:
-            raise DummyPacket("dummy packet (next header 59)")
-        header = ipv4_rewrite(packet, next_header, IPV4_HEADER_LEN + stop)
-        if self.config.nat_original is not None and self._encap is not None:
-            return _nat_fixup(
-                header + plaintext[:stop], IPV4_HEADER_LEN, next_header, self.config.nat_original
-            )
-        return header + plaintext[:stop]
 
     def _unprotect(self, packet: bytes) -> bytes:
         size = len(packet)
@@ -531,7 +398,7 @@ class EspSA(SecurityAssociation):
             else:
                 header = IPv6Header(src, dst, next_header, hop_limit=ttl).pack(stop)
                 inner = header + plaintext[:stop]
-            if self._selectors is not None and not self._selectors.match(inner, True):
+            if self._selector_check is not None and not self._selector_check(inner):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             self.stats.drop(exc.reason)
@@ -539,10 +406,71 @@ class EspSA(SecurityAssociation):
         self._account(len(inner))
         return inner
 
+    # -- batches ------------------------------------------------------------------------
+    #
+    # For a data path that reads many packets per system call (TUN TSO reads, UDP_GRO).
+    # Each packet goes through the single-packet entry point, with its checks, counters and
+    # lifetime thresholds; a dropped packet is counted there (stats.drops) and left out of
+    # the result, and the rest of the batch goes on. An SA that reaches its hard lifetime
+    # in the middle of a batch drops the remaining packets (counted as expired).
+
+    def protect_many(self, packets: Iterable[bytes]) -> list[bytes]:
+        """:meth:`protect` for each packet: the protected packets, dropped ones left out."""
+        return _each(self.protect, packets)
+
+    def encapsulate_many(self, packets: Iterable[bytes]) -> list[bytes]:
+        """:meth:`encapsulate` for each packet, dropped ones left out."""
+        return _each(self.encapsulate, packets)
+
+    def unprotect_many(self, packets: Iterable[bytes]) -> list[bytes]:
+        """:meth:`unprotect` for each packet: the inner packets of those that pass, in order."""
+        return _each(self.unprotect, packets)
+
+    def decapsulate_many(
+        self, esps: Iterable[bytes], src: bytes, dst: bytes, ttl: int = 64
+    ) -> list[bytes]:
+        """:meth:`decapsulate` for each ESP packet (all from outer ``src`` to ``dst``)."""
+        decapsulate = self.decapsulate
+        out: list[bytes] = []
+        append = out.append
+        for esp in esps:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per packet)
+                append(decapsulate(esp, src, dst, ttl))
+            except PacketDropped:
+                pass  # counted by decapsulate
+        return out
+
+
+def _each(path: Callable[[bytes], bytes], packets: Iterable[bytes]) -> list[bytes]:
+    """``path`` applied to each packet; dropped packets (already counted) are left out."""
+    out: list[bytes] = []
+    append = out.append
+    for packet in packets:
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per packet)
+            append(path(packet))
+        except PacketDropped:
+            pass  # counted by ``path``
+    return out
+
+
+def _trailer(plaintext: bytes, check_padding: bool) -> tuple[int, int]:
+    """(next header, end of the payload) of a decrypted ESP payload: RFC 4303 2.4 trailer
+    (padding, pad length, next header); the padding is checked when ``check_padding``."""
+    pad = plaintext[-2]
+    end = len(plaintext) - 2 - pad
+    if end < 0:
+        raise Malformed("ESP pad length exceeds the payload")
+    if pad and check_padding and plaintext[end : end + pad] != _PADDINGS[pad]:
+        raise Malformed("ESP padding is not the default monotonic sequence")
+    next_header = plaintext[-1]
+    if next_header == IPPROTO_NONE:
+        raise DummyPacket("dummy packet (next header 59)")
+    return next_header, end
+
 
 def _tunnel_next_header(packet: bytes) -> int:
-    if not packet:
-        raise Malformed("empty packet")
+    if len(packet) < IPV4_HEADER_LEN:  # no IP packet is shorter
+        raise Malformed("packet too short")
     version = packet[0] >> 4
     if version == 4:
         return IPPROTO_IPIP
@@ -589,3 +517,657 @@ def _nat_fixup(packet: bytes, ihl: int, protocol: int, original: tuple[bytes, by
     if protocol == IPPROTO_UDP and new == 0:
         new = 0xFFFF
     return packet[:where] + new.to_bytes(2, "big") + packet[where + 2 :]
+
+
+# -- Specialised per-packet paths --------------------------------------------------------
+#
+# In CPython 3.11 most of a packet's time goes to Python work around the cipher call:
+# every attribute lookup, slice, concatenation, call and struct operation costs tens of
+# nanoseconds, and a 1400-octet AES-GCM call costs about as much as twenty of them. For
+# the common case, a combined-mode transform with counter IVs, each SA builds closures
+# once, at construction (EspSA._select_paths), that keep everything constant about the SA
+# in local cells (the bound AEAD methods, salt and SPI as integers, header layouts as
+# struct formats, the replay window's ring) and do the per-packet work in as few
+# operations as possible:
+# - one struct.unpack_from reads every header field the checks need, and its size is the
+#   shortest packet the fast path takes, so that length check comes for free;
+# - the outer IPv4 header, ESP header and IV come from one struct.pack, with the header
+#   checksum from one sum and one modulo;
+# - the tunnel-mode trailer and inner IPv4 length are checked by one comparison with the
+#   expected trailer (padding, pad length, next header) for that inner length;
+# - a packet in order updates the replay window with one store (see replay.py);
+# - the inbound selector check (RFC 4301 5.2) compares integers for IPv4 TCP/UDP (this one
+#   serves the general methods too).
+# Every packet they do not cover (IPv6 outside, IPv4 options, short or odd packets, TFC
+# padding, other padding, dummy packets) goes to the general methods, which also produce
+# every error. The checks, their order (RFC 4303 3.4.3: replay check, ICV verification,
+# window update; then trailer, inner packet, selectors), the counters and the lifetime
+# thresholds are those of the general methods; tests/unit/test_fastpath.py compares both.
+
+#: _TRAILERS4[n & 3][next_header]: the trailer for a payload of n octets (4-octet alignment).
+_TRAILERS4 = [_TRAILERS[-(n + 2) & 3] for n in range(4)]
+_TUNNEL4_TRAILERS = [row[IPPROTO_IPIP] for row in _TRAILERS4]
+_TUNNEL6_TRAILERS = [row[IPPROTO_IPV6] for row in _TRAILERS4]
+_ESP_IV = struct.Struct("!IIQ")  # SPI, sequence number, IV (the 64-bit sequence number)
+_V4_ESP_IV = struct.Struct("!BBHHHBBH8sIIQ")  # IPv4 header, SPI, sequence number, IV
+_V4_UDP_ESP_IV = struct.Struct("!BBHHHBBH8sHHHHIIQ")  # ... with the RFC 3948 UDP header
+_V4_HEADER = struct.Struct("!BBH5sBH8s")  # an IPv4 header without options, middle kept
+_V4_FIELDS = struct.Struct("!BBHHHBBH8s")  # every field of an IPv4 header without options
+_V4_SPLIT = struct.Struct("!BxH2xHxB10x")  # version/IHL, total length, flags/offset, protocol
+# Version/IHL, total length, flags/offset, protocol, addresses, ports (selector fields).
+_FLOW4 = struct.Struct("!BxH2xHxBxxIIHH")
+_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
+_HARD = "SA reached its hard lifetime"
+_PAIR = slice(0, ESP_HEADER_LEN)  # SPI and sequence number of an ESP packet
+_BODY = slice(ESP_HEADER_LEN + 8, None)  # what follows an 8-octet IV
+
+# The Internet checksum of a header whose 16-bit words sum to s > 0 (RFC 1071):
+#     ~fold(s) & 0xFFFF == 0xFFFE - (s - 1) % 0xFFFF
+# since fold(s), the end-around-carry sum, is the number in 1..0xFFFF congruent to s modulo
+# 0xFFFF, as is (s - 1) % 0xFFFF + 1. One modulo instead of two folds; the same octets.
+
+
+class _PacketPath(typing.Protocol):
+    """The signature of protect, unprotect and encapsulate."""
+
+    def __call__(self, packet: bytes) -> bytes: ...
+
+
+class _DecapsulatePath(typing.Protocol):
+    def __call__(self, esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes: ...
+
+
+def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
+    """``selectors.match(inner, True)`` (RFC 4301 5.2: the inner packet's source among the
+    remote selectors, its destination among the local ones) with the IPv4 selectors
+    compiled into integer ranges, for TCP and UDP in IPv4 without options and not a later
+    fragment; every other packet goes to Selectors.match."""
+
+    def ranges(side: tuple[TrafficSelector, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
+        return tuple(
+            (
+                ts.protocol,
+                int.from_bytes(ts.start_addr, "big"),
+                int.from_bytes(ts.end_addr, "big"),
+                ts.start_port,
+                ts.end_port,
+            )
+            for ts in side
+            if len(ts.start_addr) == 4  # an IPv6 selector never holds an IPv4 address
+        )
+
+    general = selectors.match
+    remote, local = ranges(selectors.remote), ranges(selectors.local)
+
+    def matches(inner: bytes) -> bool:
+        try:
+            vihl, total, frag, protocol, src, dst, sport, dport = _FLOW4.unpack_from(inner)
+        except struct.error:
+            return general(inner, True)
+        if (
+            vihl != 0x45
+            or protocol not in _TCP_UDP
+            or frag & IPV4_FRAGMENT_OFFSET_MASK
+            or total > len(inner)
+            or total < IPV4_HEADER_LEN + 4  # the ports inside the packet
+        ):
+            return general(inner, True)
+        for proto, low, high, first, last in remote:
+            if (not proto or proto == protocol) and low <= src <= high and first <= sport <= last:
+                break
+        else:
+            return False
+        for proto, low, high, first, last in local:
+            if (not proto or proto == protocol) and low <= dst <= high and first <= dport <= last:
+                return True
+        return False
+
+    return matches
+
+
+def _aad_and_nonce(sa: EspSA) -> tuple[int, int, int, int, int]:
+    """Integers from which the AAD and nonce of sequence number ``seq`` are one ``|`` and
+    one ``to_bytes`` away: (aad base, aad mask, aad length, nonce base, nonce length).
+
+    AAD (RFC 4106 5, RFC 4309 5, RFC 4543 3.3, RFC 7634 2.1): SPI || low 32 bits of the
+    sequence number, or SPI || 64-bit ESN. Nonce: salt || IV, the IV being the 64-bit
+    sequence number (unique per key, RFC 4106 3.1)."""
+    aad = (sa.spi << 64, (1 << 64) - 1, 12) if sa._esn else (sa.spi << 32, _LOW32, 8)
+    return (*aad, int.from_bytes(sa._salt, "big") << 64, len(sa._salt) + 8)
+
+
+def _fast_protect(sa: EspSA) -> _PacketPath:
+    """``sa.protect`` for a combined-mode transform with counter IVs and IPv4 outer
+    addresses. Transport mode takes IPv4 packets without options; the rest goes to
+    :meth:`EspSA.protect`."""
+    general = partial(EspSA.protect, sa)
+    encrypt = sa._aead_encrypt
+    aad_base, aad_mask, aad_len, nonce_base, nonce_len = _aad_and_nonce(sa)
+    spi = sa.spi
+    stats = sa.stats
+    addrs = sa._outer_addrs
+    ports = sa._udp_ports
+    sport, dport = ports if ports is not None else (0, 0)
+    overhead = (IPV4_HEADER_LEN if ports is None else 28) + ESP_HEADER_LEN + 8  # + IV
+    out_proto = IPPROTO_ESP if ports is None else IPPROTO_UDP
+    # Tunnel mode: the outer header's constant words (version, TTL, protocol, addresses),
+    # less one for the checksum formula above.
+    constant = sa._outer.partial - 1
+
+    def protect_tunnel(packet: bytes) -> bytes:
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            size = len(packet)
+            if size < IPV4_HEADER_LEN:
+                raise Malformed("packet too short")
+            first = packet[0]
+            # RFC 4301 5.1.2.1: DSCP/ECN copied; DF copied from IPv4, set for IPv6.
+            if first >> 4 == 4:
+                plaintext = packet + _TUNNEL4_TRAILERS[size & 3]
+                tos = packet[1]
+                df = (packet[6] & 0x40) << 8
+            elif first >> 4 == 6:
+                plaintext = packet + _TUNNEL6_TRAILERS[size & 3]
+                tos = (first & 0x0F) << 4 | packet[1] >> 4
+                df = 0x4000
+            else:
+                raise Malformed("not an IP packet")
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()  # a soft event, or the refusal to cycle
+            else:
+                sa.seq = seq
+            ciphertext = encrypt(
+                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                plaintext,
+                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+            )
+            total = overhead + len(ciphertext)
+            ident = seq & 0xFFFF
+            csum = 0xFFFE - (constant + tos + total + ident + df) % 0xFFFF
+            if ports is None:
+                out = _V4_ESP_IV.pack(
+                    0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_ESP, csum,
+                    addrs, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+            else:
+                out = _V4_UDP_ESP_IV.pack(
+                    0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_UDP, csum,
+                    addrs, sport, dport, total - IPV4_HEADER_LEN, 0, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += size
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    def protect_transport(packet: bytes) -> bytes:
+        try:
+            vihl, tos, total, ident, frag, ttl, proto, csum, pair = _V4_FIELDS.unpack_from(packet)
+        except struct.error:
+            return general(packet)
+        if vihl != 0x45:
+            return general(packet)  # IPv6, options, not IP
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if total > len(packet) or total < IPV4_HEADER_LEN:
+                raise Malformed("bad IPv4 total length")
+            if frag & (IPV4_FLAG_MF | IPV4_FRAGMENT_OFFSET_MASK):
+                raise PolicyViolation("transport mode does not carry IP fragments (RFC 4303 3.3)")
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            ciphertext = encrypt(
+                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                packet[IPV4_HEADER_LEN:total] + _TRAILERS4[total & 3][proto],
+                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+            )
+            new_total = overhead + len(ciphertext)
+            # RFC 1624 update for the new total length and protocol, as ipv4_rewrite does
+            # (the TTL shares the protocol's word and cancels out).
+            csum = (
+                0xFFFE
+                - (
+                    (~csum & 0xFFFF)
+                    + (0xFFFF - total)
+                    + new_total
+                    + (0xFFFF - proto)
+                    + out_proto
+                    - 1
+                )
+                % 0xFFFF
+            )
+            if ports is None:
+                out = _V4_ESP_IV.pack(
+                    0x45, tos, new_total, ident, frag, ttl, IPPROTO_ESP, csum,
+                    pair, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+            else:
+                out = _V4_UDP_ESP_IV.pack(
+                    0x45, tos, new_total, ident, frag, ttl, IPPROTO_UDP, csum,
+                    pair, sport, dport, new_total - IPV4_HEADER_LEN, 0, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += len(packet)
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    return protect_tunnel if sa._tunnel else protect_transport
+
+
+def _fast_encapsulate(sa: EspSA) -> _PacketPath:
+    """``sa.encapsulate`` (ESP without outer headers) for a combined-mode transform with
+    counter IVs. Transport mode takes IPv4 packets without options; the rest goes to
+    :meth:`EspSA.encapsulate`."""
+    general = partial(EspSA.encapsulate, sa)
+    encrypt = sa._aead_encrypt
+    aad_base, aad_mask, aad_len, nonce_base, nonce_len = _aad_and_nonce(sa)
+    spi = sa.spi
+    stats = sa.stats
+
+    def encapsulate(packet: bytes) -> bytes:
+        size = len(packet)
+        if size < IPV4_HEADER_LEN:
+            return general(packet)
+        version = packet[0] >> 4
+        if version == 4:
+            plaintext = packet + _TUNNEL4_TRAILERS[size & 3]
+        elif version == 6:
+            plaintext = packet + _TUNNEL6_TRAILERS[size & 3]
+        else:
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
+                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                plaintext,
+                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+            )
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += size
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    def encapsulate_transport(packet: bytes) -> bytes:
+        try:
+            vihl, total, frag, proto = _V4_SPLIT.unpack_from(packet)
+        except struct.error:
+            return general(packet)
+        if vihl != 0x45:
+            return general(packet)  # IPv6, options, not IP
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if total > len(packet) or total < IPV4_HEADER_LEN:
+                raise Malformed("bad IPv4 total length")
+            if frag & (IPV4_FLAG_MF | IPV4_FRAGMENT_OFFSET_MASK):
+                raise PolicyViolation("transport mode does not carry IP fragments (RFC 4303 3.3)")
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
+                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                packet[IPV4_HEADER_LEN:total] + _TRAILERS4[total & 3][proto],
+                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+            )
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += len(packet)
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    return encapsulate if sa._tunnel else encapsulate_transport
+
+
+def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
+    """``sa.unprotect`` for IPv4 packets without options, a combined-mode transform and
+    anti-replay on; everything else goes to :meth:`EspSA.unprotect`."""
+    general = partial(EspSA.unprotect, sa)
+    decrypt = sa._aead_decrypt
+    salt = sa._salt
+    spi_bytes = sa._spi_bytes
+    esn = sa._esn
+    spi = sa.spi
+    slots = window.slots
+    mask = window.ring_mask
+    stats = sa.stats
+    selectors = sa._selector_check
+    check_padding = sa._check_padding
+    udp = sa._encap is not None
+    nat = sa.config.nat_original if udp else None
+    esp = IPV4_HEADER_LEN + (UDP_HEADER_LEN if udp else 0)  # where ESP starts
+    # Slice objects made once (CPython 3.11 builds one per "packet[a:b]" otherwise).
+    esp_pair = slice(esp, esp + ESP_HEADER_LEN)  # SPI and sequence number: the AAD
+    body = slice(esp + ESP_HEADER_LEN + 8, None)  # after the IV: ciphertext and ICV
+    outer_proto = IPPROTO_UDP if udp else IPPROTO_ESP
+    # Version/IHL, total length, protocol, [UDP length,] SPI, sequence number, IV; then the
+    # shortest rest taken here: the trailer, the ICV and, in tunnel mode, an inner IPv4
+    # header. Transport mode keeps the outer header: TOS, id/flags/TTL, checksum and
+    # addresses too.
+    udp_part = "4xH2x" if udp else ""
+    rest = 2 + sa._icv_len
+    tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}II8s{rest}x")
+
+    def unprotect_tunnel(packet: bytes) -> bytes:
+        try:
+            if udp:
+                vihl, end, proto, udp_len, spi_in, seq, iv = tunnel_head.unpack_from(packet)
+            else:
+                vihl, end, proto, spi_in, seq, iv = tunnel_head.unpack_from(packet)
+                udp_len = end - IPV4_HEADER_LEN
+        except struct.error:
+            return general(packet)
+        if (
+            vihl != 0x45
+            or proto != outer_proto
+            or end != len(packet)
+            or udp_len != end - IPV4_HEADER_LEN
+            or spi_in != spi
+        ):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            # RFC 4303 3.4.3: the replay check before the ICV, the window update after.
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv,
+                    packet[body],
+                    spi_bytes + seq.to_bytes(8, "big") if esn else packet[esp_pair],
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:  # in order: one store (replay.py)
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            # The expected trailer for an inner IPv4 packet of ``total`` octets without TFC
+            # padding: a match checks padding, pad length, next header (4) and that the
+            # inner packet ends where the trailer begins.
+            total = plaintext[2] << 8 | plaintext[3]
+            if (
+                plaintext[0] == 0x45
+                and total >= IPV4_HEADER_LEN
+                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+            ):
+                inner = plaintext[:total]
+            else:
+                next_header, stop = _trailer(plaintext, check_padding)
+                inner = _tunnel_inner(next_header, plaintext, stop)
+                total = len(inner)
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += total
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
+    def unprotect_transport(packet: bytes) -> bytes:
+        try:
+            if udp:
+                vihl, tos, end, middle, proto, csum, pair, udp_len, spi_in, seq, iv = (
+                    transport_head.unpack_from(packet)
+                )
+            else:
+                vihl, tos, end, middle, proto, csum, pair, spi_in, seq, iv = (
+                    transport_head.unpack_from(packet)
+                )
+                udp_len = end - IPV4_HEADER_LEN
+        except struct.error:
+            return general(packet)
+        if (
+            vihl != 0x45
+            or proto != outer_proto
+            or end != len(packet)
+            or udp_len != end - IPV4_HEADER_LEN
+            or spi_in != spi
+        ):
+            return general(packet)
+        if (
+            vihl != 0x45
+            or proto != outer_proto
+            or end != len(packet)
+            or (udp and udp_len != end - IPV4_HEADER_LEN)
+        ):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv,
+                    packet[body],
+                    spi_bytes + seq.to_bytes(8, "big") if esn else packet[esp_pair],
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            # RFC 4303 2.4 trailer, as _trailer() checks it.
+            pad = plaintext[-2]
+            stop = len(plaintext) - 2 - pad
+            if stop < 0:
+                raise Malformed("ESP pad length exceeds the payload")
+            if pad and check_padding and plaintext[stop:-2] != _PADDINGS[pad]:
+                raise Malformed("ESP padding is not the default monotonic sequence")
+            next_header = plaintext[-1]
+            if next_header == IPPROTO_NONE:
+                raise DummyPacket("dummy packet (next header 59)")
+            # The outer header with the inner protocol and length (RFC 1624, as
+            # ipv4_rewrite does), in front of the payload.
+            new_total = IPV4_HEADER_LEN + stop
+            csum = (
+                0xFFFE
+                - (
+                    (~csum & 0xFFFF)
+                    + (0xFFFF - end)
+                    + new_total
+                    + (0xFFFF - proto)
+                    + next_header
+                    - 1
+                )
+                % 0xFFFF
+            )
+            inner = (
+                _V4_HEADER.pack(0x45, tos, new_total, middle, next_header, csum, pair)
+                + plaintext[:stop]
+            )
+            if nat is not None:
+                inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += new_total
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
+    return unprotect_tunnel if sa._tunnel else unprotect_transport
+
+
+def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
+    """``sa.decapsulate`` for a combined-mode transform and anti-replay on. Tunnel mode
+    does not need the outer addresses; transport mode takes IPv4 ones. Short packets and
+    the rest go to :meth:`EspSA.decapsulate`."""
+    general = partial(EspSA.decapsulate, sa)
+    decrypt = sa._aead_decrypt
+    salt = sa._salt
+    spi_bytes = sa._spi_bytes
+    spi = sa.spi
+    esn = sa._esn
+    slots = window.slots
+    mask = window.ring_mask
+    stats = sa.stats
+    selectors = sa._selector_check
+    check_padding = sa._check_padding
+    nat = sa.config.nat_original if sa._encap is not None else None
+    # SPI, sequence number and IV; the size asks for a trailer, the ICV and, in tunnel
+    # mode, an inner IPv4 header.
+    rest = 2 + sa._icv_len
+    tunnel_head = struct.Struct(f"!II8s{rest + IPV4_HEADER_LEN}x")
+    transport_head = struct.Struct(f"!II8s{rest}x")
+    # Transport mode: the sum of the outer address words (RFC 1071) of the last call.
+    last_src = last_dst = b""
+    address_sum = 0
+
+    def decapsulate_tunnel(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
+        try:
+            spi_in, seq, iv = tunnel_head.unpack_from(esp)
+        except struct.error:
+            return general(esp, src, dst, ttl)
+        if spi_in != spi:
+            return general(esp, src, dst, ttl)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv, esp[_BODY], spi_bytes + seq.to_bytes(8, "big") if esn else esp[_PAIR]
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            total = plaintext[2] << 8 | plaintext[3]
+            if (
+                plaintext[0] == 0x45
+                and total >= IPV4_HEADER_LEN
+                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+            ):
+                inner = plaintext[:total]
+            else:
+                next_header, stop = _trailer(plaintext, check_padding)
+                inner = _tunnel_inner(next_header, plaintext, stop)
+                total = len(inner)
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += total
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
+    def decapsulate_transport(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
+        nonlocal last_src, last_dst, address_sum
+        if src != last_src or dst != last_dst:
+            if len(src) != 4 or len(dst) != 4:
+                return general(esp, src, dst, ttl)  # IPv6
+            last_src, last_dst = src, dst
+            address_sum = int.from_bytes(src + dst, "big")  # congruent mod 0xFFFF
+        try:
+            spi_in, seq, iv = transport_head.unpack_from(esp)
+        except struct.error:
+            return general(esp, src, dst, ttl)
+        if spi_in != spi:
+            return general(esp, src, dst, ttl)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv, esp[_BODY], spi_bytes + seq.to_bytes(8, "big") if esn else esp[_PAIR]
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            # RFC 4303 2.4 trailer, as _trailer() checks it.
+            pad = plaintext[-2]
+            stop = len(plaintext) - 2 - pad
+            if stop < 0:
+                raise Malformed("ESP pad length exceeds the payload")
+            if pad and check_padding and plaintext[stop:-2] != _PADDINGS[pad]:
+                raise Malformed("ESP padding is not the default monotonic sequence")
+            next_header = plaintext[-1]
+            if next_header == IPPROTO_NONE:
+                raise DummyPacket("dummy packet (next header 59)")
+            # The header IPv4Header(src, dst, next_header, ttl=ttl).pack(stop) gives: TOS 0,
+            # id 0, DF, the checksum over 0x4500, length, DF, TTL/protocol and addresses.
+            total = IPV4_HEADER_LEN + stop
+            words = 0x4500 + total + IPV4_FLAG_DF + (ttl << 8 | next_header) + address_sum
+            header = _V4_FIELDS.pack(
+                0x45, 0, total, 0, IPV4_FLAG_DF, ttl, next_header,
+                0xFFFE - (words - 1) % 0xFFFF, src + dst,
+            )  # fmt: skip
+            inner = header + plaintext[:stop]
+            if nat is not None:
+                inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += total
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
+    return decapsulate_tunnel if sa._tunnel else decapsulate_transport

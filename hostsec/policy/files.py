@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 
+from hostsec.crypto.secretfile import SecretFileRefused, read_secret
 from hostsec.policy.names import is_policy_file_name
 from hostsec.policy.policyset import Content, Unreadable
 from hostsec.policy.problems import SecretFileError
@@ -26,31 +27,15 @@ def _owner_ok(st: os.stat_result) -> bool:
 
 
 def read_secret_file(path: str) -> bytes:
-    """The contents of a secrets file, or :class:`SecretFileError` saying why not.
+    """The contents of a secrets file, or :class:`SecretFileError` saying why not (the
+    rules: :func:`hostsec.crypto.secretfile.read_secret`).
 
     ``OSError`` (no such file, permission denied) is raised as is.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SecretFileError(f"{path} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise SecretFileError(
-                f"{path} is accessible by group or others (mode {mode:04o}): secrets files "
-                f"must be mode 0600 or 0400; run: chmod 600 {path}"
-            )
-        if not _owner_ok(st):
-            raise SecretFileError(
-                f"{path} is owned by uid {st.st_uid}: secrets files must belong to root or to "
-                "the user the agent runs as"
-            )
-        if st.st_size > MAX_SECRET_SIZE:
-            raise SecretFileError(f"{path} is too large for a secrets file")
-        return _read_all(fd, MAX_SECRET_SIZE)
-    finally:
-        os.close(fd)
+        return read_secret(path, MAX_SECRET_SIZE)
+    except SecretFileRefused as exc:
+        raise SecretFileError(str(exc)) from None
 
 
 def read_policy_file(path: str) -> Content:

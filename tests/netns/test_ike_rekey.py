@@ -142,7 +142,7 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         assert child_a["out"] == child_b["in"] and child_a["in"] == child_b["out"]
         assert set(child_a.values()).isdisjoint(first_child.values())
         logs = lab.log("a") + lab.log("b")
-        assert "rekey collision" in logs and "outbound on standby" in logs, logs
+        assert "rekey collision" in logs, logs
         for status in (status_a, status_b):
             assert _flow(status)["state"] == "up"
         # The surviving SAs carry traffic, and nothing is dropped on them.

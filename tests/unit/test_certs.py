@@ -560,7 +560,7 @@ def test_key_files_open_to_others_are_refused(
     key = _write(tmp_path / "key.pem", _key_pem(pki["leaf_key"]), mode)
     with pytest.raises(
         CertificateError,
-        match=rf"mode {mode:04o} lets the group or others access a secret; use 0600",
+        match=rf"accessible by group or others \(mode {mode:04o}\).*chmod 600",
     ) as info:
         load_credentials(certs, key)
     assert "PRIVATE KEY" not in str(info.value)

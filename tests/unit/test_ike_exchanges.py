@@ -70,7 +70,7 @@ def test_ike_rekey_moves_children() -> None:
 def test_dead_peer_is_detected_by_dpd() -> None:
     link = Link(a_config=peer_config(True, dpd=5.0))
     link.establish()
-    link.drop = lambda to, t: to == "b"  # b is gone
+    link.drop = lambda p: p.to == "b"  # b is gone
     link.advance(5.0 + 1 + 2 + 4 + 8 + 1)  # DPD interval + retransmit budget
     assert link.a.ike_down()
     assert "unreachable" in link.a.ike_down()[0].reason

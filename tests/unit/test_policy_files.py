@@ -54,7 +54,7 @@ def test_missing_secret_raises_oserror(tmp_path: Path) -> None:
 
 def test_huge_secret_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "big.keys", b"#" * 100_000, 0o600)
-    with pytest.raises(SecretFileError, match="too large"):
+    with pytest.raises(SecretFileError, match="larger than"):
         read_secret_file(str(path))
 
 

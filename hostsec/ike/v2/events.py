@@ -35,8 +35,12 @@ class ChildSAUp:
     """A CHILD SA pair is ready to be installed in the data path.
 
     Keys are raw KEYMAT slices (RFC 7296 2.17) for the inbound and the outbound SA. When
-    ``replaces`` is set this pair is the rekey of the pair with that inbound SPI: install
-    the new inbound SA at once, switch outbound, keep the old inbound a little longer.
+    ``replaces`` is set this pair is the rekey of the pair with that inbound SPI. Install
+    the new inbound SA at once. Send on the new outbound SA at once if ``outbound``; if
+    not (we answered the rekey: the peer installs its inbound SA only when our answer
+    arrives, RFC 7296 2.8), keep sending on the old pair until its ChildSADown, whose
+    ``replaced_by`` then names this pair. The old inbound SA stays a little longer after
+    its ChildSADown, for packets in flight.
     """
 
     ike: str
@@ -60,6 +64,7 @@ class ChildSAUp:
     soft_seconds: float | None = None
     hard_seconds: float | None = None
     replay_window: int = 64
+    outbound: bool = True
 
     def __repr__(self) -> str:
         return (
@@ -70,12 +75,17 @@ class ChildSAUp:
 
 @dataclass(frozen=True)
 class ChildSADown:
+    """A CHILD SA pair is gone. ``replaced_by`` is the inbound SPI of the pair that carries
+    its flow on (after a rekey, or when a redundant pair of a rekey collision goes): if
+    this pair was the one sent on, send on that one now."""
+
     ike: str
     child: str
     protocol: Protocol
     spi_in: int
     spi_out: int
     reason: str
+    replaced_by: int | None = None
 
 
 @dataclass(frozen=True)

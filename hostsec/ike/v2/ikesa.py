@@ -14,7 +14,14 @@ request from the peer is answered once; a retransmission of it gets the cached r
 Collisions (RFC 7296 2.8.1, 2.25) are resolved by the nonce rule: when both ends rekey the
 same SA at once, the new SA created with the lowest of the four nonces is redundant and is
 deleted by the end that initiated it; the replaced SA is deleted by the end that
-initiated the surviving one.
+initiated the surviving one. A rekey by the peer that we answer while our own rekey of the
+same SA is out is kept aside (a CHILD pair as ``peer_rekey``; an IKE SA in state CREATED,
+which ignores requests) until our response settles it. If our rekey fails instead
+(TEMPORARY_FAILURE, another error, or the peer deleting the old SA first: it did not see
+the collision), the peer's rekey stands. A rekey we have not sent yet yields to the
+peer's. Replaced or redundant SAs the peer should delete are deleted by us if it does not
+within a while. Rekeying, deleting a CHILD SA and rekeying the IKE SA exclude each other
+with TEMPORARY_FAILURE (RFC 7296 2.25.1, 2.25.2).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -122,6 +129,7 @@ if TYPE_CHECKING:
 NONCE_LEN = 32
 HALF_OPEN_TIMEOUT = 30.0  # responder: IKE_AUTH must follow IKE_SA_INIT within this
 REKEYED_LINGER = 10.0  # a replaced CHILD SA we wait on the peer to delete, then delete it
+IKE_REKEYED_LINGER = 30.0  # the same for a replaced (or redundant) IKE SA
 _CHILD_ERRORS = (
     NotifyType.NO_PROPOSAL_CHOSEN,
     NotifyType.TS_UNACCEPTABLE,
@@ -137,6 +145,7 @@ class IkeState(enum.Enum):
     INIT = "init"  # initiator: IKE_SA_INIT sent
     AUTH = "auth"  # IKE_AUTH in progress (either role)
     ESTABLISHED = "established"
+    CREATED = "created"  # made by a rekey whose collision is not settled yet: not in use
     REKEYED = "rekeyed"  # replaced by a new IKE SA, waiting to be deleted
     DELETING = "deleting"
     DEAD = "dead"
@@ -272,6 +281,9 @@ class IkeSA:
         self.peer_rekey: tuple[IkeSA, bytes, bytes] | None = None  # collision bookkeeping
         self.replaced_by: IkeSA | None = None
         self.delete_reason = ""
+        self.spawned = False  # made by a rekey (not by IKE_SA_INIT)
+        self.announced = False  # IkeSAUp was sent: IkeSADown will follow
+        self.linger_until: float | None = None  # REKEYED: the peer should delete it by then
 
     # ------------------------------------------------------------------ helpers
 
@@ -357,6 +369,8 @@ class IkeSA:
             times.append(self.active.deadline)
         if self.state is IkeState.AUTH and not self.initiator:
             times.append(self.created + HALF_OPEN_TIMEOUT)
+        if self.state is IkeState.REKEYED and self.linger_until is not None:
+            times.append(self.linger_until)
         if self.established:
             for t in (self.rekey_at, self.expire_at):
                 if t is not None:
@@ -430,12 +444,17 @@ class IkeSA:
                 return
         if self.state is IkeState.AUTH and not self.initiator:
             if now >= self.created + HALF_OPEN_TIMEOUT:
-                self._die("half-open IKE SA: no IKE_AUTH arrived", now, notify_peer=False)
+                self._die("half-open IKE SA: no IKE_AUTH arrived", now)
+            return
+        if self.state is IkeState.REKEYED:
+            if self.linger_until is not None and now >= self.linger_until:
+                self._linger_expired(now)
             return
         if not self.established:
             return
         if self.expire_at is not None and now >= self.expire_at:
-            self._die("IKE SA lifetime expired without rekey", now)
+            # Hard lifetime: the SA must not be used any more; tell the peer once.
+            self._die("IKE SA lifetime expired without rekey", now, notify_peer=True)
             return
         if self.rekey_at is not None and now >= self.rekey_at:
             self.rekey_at = None
@@ -468,27 +487,67 @@ class IkeSA:
     # ------------------------------------------------------------------ dying
 
     def _die(self, reason: str, now: float, notify_peer: bool = False) -> None:
+        """Drop the SA and everything it carries; with ``notify_peer``, send one DELETE
+        for it first (not retransmitted: the SA is gone whatever the peer says)."""
         if self.state is IkeState.DEAD:
             return
-        was_up = self.state in (IkeState.ESTABLISHED, IkeState.REKEYED, IkeState.DELETING)
+        if notify_peer and self.protector is not None and self.announced:
+            header_id = self.next_request_id
+            self.next_request_id += 1
+            self._send(
+                self._seal(ExchangeType.INFORMATIONAL, header_id, False, [Delete.ike()]), now
+            )
         self.state = IkeState.DEAD
         self.delete_reason = reason
-        for child in list(self.children.values()):
-            self._child_down(child, reason)
+        if self.peer_rekey is not None:
+            # The SA the peer was making by rekeying this one dies with it.
+            pending, self.peer_rekey = self.peer_rekey[0], None
+            if pending.state is IkeState.CREATED:
+                pending._die(reason, now)
+        children = list(self.children.values())
         self.children.clear()
+        for child in children:
+            self._child_down(child, reason, successor=False)
         for task in list(self.queue):
             task.fail(self, reason, now)
         self.queue.clear()
         if self.active is not None:
             active, self.active = self.active, None
             active.task.fail(self, reason, now)
-        if was_up or self.replaced_by is None:
+        if self.announced or not self.spawned:
+            # Every IkeSAUp gets its IkeSADown; so does a failed negotiation. An SA made
+            # by a rekey that was never used goes quietly.
             self.events.append(IkeSADown(self.name, self.spi_i, self.spi_r, reason))
         self.manager.forget(self)
 
-    def _child_down(self, child: ChildSA, reason: str) -> None:
+    def _linger_expired(self, now: float) -> None:
+        """A replaced IKE SA the peer should have deleted by now (RFC 7296 2.8.2)."""
+        self.linger_until = None
+        if self.announced:
+            self.log("the peer did not delete the replaced IKE SA; deleting it")
+            self.delete(now, reason="rekeyed")
+        else:
+            self._die("redundant IKE SA not deleted by the peer", now)
+
+    def _child_down(self, child: ChildSA, reason: str, successor: bool = True) -> None:
+        """Tell the agent a pair is gone (after it left ``children``), and which pair
+        carries its flow on: its replacement, or the peer's rekey of it we answered."""
+        after = child.replaced_by if child.replaced_by is not None else child.peer_rekey
+        if not successor or after not in self.children:
+            after = None
+        for other in self.children.values():
+            if other.replaced_by == child.spi_in:
+                other.replaced_by = after
         self.events.append(
-            ChildSADown(self.name, child.name, child.protocol, child.spi_in, child.spi_out, reason)
+            ChildSADown(
+                self.name,
+                child.name,
+                child.protocol,
+                child.spi_in,
+                child.spi_out,
+                reason,
+                replaced_by=after,
+            )
         )
 
     # ================================================================== initiator
@@ -665,7 +724,10 @@ class IkeSA:
                 + ("this host is behind a NAT" if self.nat_local else "the peer is behind a NAT")
                 + (" (encapsulation forced)" if self.config.encapsulation == "force" else "")
             )
-            self._float()
+            if not responder_view:
+                # The initiator moves to port 4500 now; the responder follows when a
+                # request arrives there, from whatever port the NAT gave it (2.23).
+                self._float()
 
     # ------------------------------------------------------------------ IKE_AUTH helpers
 
@@ -840,6 +902,8 @@ class IkeSA:
                 encapsulation=encap,
                 nat_original=nat_original,
                 replaces=replaces,
+                # The answerer of a rekey sends on it once the old pair is deleted (2.8).
+                outbound=initiated or replaces is None,
                 soft_seconds=life.rekey,
                 hard_seconds=life.hard,
                 replay_window=config.replay_window,
@@ -883,37 +947,42 @@ class IkeSA:
                 tsr = _pin(tsr, self.local[0].packed)
         # The peer's TSi are its side (our remote), TSr ours (our local).
         candidates = [rekey_of.config] if rekey_of is not None else list(self.config.children)
-        chosen_config: ChildConfig | None = None
-        local_ts: list[TrafficSelector] = []
-        remote_ts: list[TrafficSelector] = []
+        # The first configuration whose selectors overlap the peer's and that accepts one
+        # of its proposals in the mode it asked for; the refusal names what went wrong
+        # with the first one whose selectors matched.
+        refusal: str | None = None
+        chosen: tuple[ChildConfig, int, Proposal, list[TrafficSelector], list[TrafficSelector]]
         for config in candidates:
             local_ts = narrow(tsr, config.local_ts)
             remote_ts = narrow(tsi, config.remote_ts)
-            if local_ts and remote_ts:
-                chosen_config = config
-                break
-        if chosen_config is None:
-            self.log("no CHILD SA configuration matches the peer's traffic selectors")
-            return [Notify(NotifyType.TS_UNACCEPTABLE)]
-        configured = list(chosen_config.proposals)
-        if in_ike_auth:
-            configured = without_dh(configured)
-        selected = select_proposal([p for p, _ in offers], configured)
-        if selected is None:
-            self.log(f"no acceptable CHILD SA proposal for {chosen_config.name}")
+            if not local_ts or not remote_ts:
+                continue
+            configured = list(config.proposals)
+            if in_ike_auth:
+                configured = without_dh(configured)
+            selected = select_proposal([p for p, _ in offers], configured)
+            if selected is None:
+                refusal = refusal or f"no acceptable CHILD SA proposal for {config.name}"
+                continue
+            if (config.mode is Mode.TRANSPORT) != transport:
+                # Never silently turn a transport request into a tunnel (or back).
+                refusal = refusal or (
+                    f"{config.name}: peer asked for {'transport' if transport else 'tunnel'} "
+                    f"mode, configured {config.mode.value}"
+                )
+                continue
+            chosen = (config, selected[0], selected[1], local_ts, remote_ts)
+            break
+        else:
+            if refusal is None:
+                self.log("no CHILD SA configuration matches the peer's traffic selectors")
+                return [Notify(NotifyType.TS_UNACCEPTABLE)]
+            self.log(refusal)
             return [Notify(NotifyType.NO_PROPOSAL_CHOSEN)]
-        index, proposal = selected
+        chosen_config, index, proposal, local_ts, remote_ts = chosen
         peer_spi = offers[index][1]
         if len(peer_spi) != 4:
             return [Notify(NotifyType.INVALID_SYNTAX)]
-        if (chosen_config.mode is Mode.TRANSPORT) != transport:
-            # strongSwan pitfall: never silently turn a transport request into a tunnel.
-            self.log(
-                f"{chosen_config.name}: peer asked for "
-                f"{'transport' if transport else 'tunnel'} mode, configured "
-                f"{chosen_config.mode.value}"
-            )
-            return [Notify(NotifyType.NO_PROPOSAL_CHOSEN)]
         shared = None
         out: list[Payload] = []
         if proposal.dh:
@@ -975,24 +1044,28 @@ class IkeSA:
                 self._child_failed(config, spi_in, NotifyType(code).name, now)
                 return None
         sa = find(payloads, SA)
+        if sa is None:
+            self._child_failed(config, spi_in, "response without SA", now)
+            return None
+        # From here on the peer has installed a pair: refusing it means deleting it.
         tsi = selectors_of(find(payloads, TSi))
         tsr = selectors_of(find(payloads, TSr))
-        if sa is None or not tsi or not tsr:
-            self._child_failed(config, spi_in, "response without SA or TS", now)
+        if not tsi or not tsr:
+            self.refuse_child(config, spi_in, "response without traffic selectors", now)
             return None
         offers = from_sa_payload(sa)
         if len(sa.proposals) != 1 or len(offers) != 1:
-            self._child_failed(config, spi_in, "response must hold exactly one proposal", now)
+            self.refuse_child(config, spi_in, "response must hold one proposal", now)
             return None
         _, chosen, peer_spi = offers[0]
         proposals = list(config.proposals)
         if in_ike_auth:
             proposals = without_dh(proposals)
         if chosen.protocol is not config.protocol or not accepts_choice(proposals, chosen):
-            self._child_failed(config, spi_in, f"peer chose what we did not offer: {chosen}", now)
+            self.refuse_child(config, spi_in, f"peer chose what we did not offer: {chosen}", now)
             return None
         if len(peer_spi) != 4:
-            self._child_failed(config, spi_in, "bad SPI size", now)
+            self.refuse_child(config, spi_in, "bad SPI size", now)
             return None
         transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         nat_original = None
@@ -1006,28 +1079,28 @@ class IkeSA:
             if self.nat_remote:
                 tsr = _pin(tsr, self.remote[0].packed)
         if not all_contained(tsi, config.local_ts) or not all_contained(tsr, config.remote_ts):
-            self._child_failed(config, spi_in, "peer widened the traffic selectors", now)
+            self.refuse_child(config, spi_in, "peer widened the traffic selectors", now)
             return None
         mode = Mode.TRANSPORT if transport else Mode.TUNNEL
         if mode is not config.mode:
-            self._child_failed(
+            # Never let a transport-mode flow silently become a tunnel (or back).
+            self.refuse_child(
                 config,
                 spi_in,
                 f"peer answered with {mode.value} mode, {config.mode.value} wanted",
                 now,
             )
-            self.queue_task(DeleteChildTask.for_spis(config.protocol, [spi_in]), now)
             return None
         shared = None
         if chosen.dh:
             ke = find(payloads, KE)
             if kex is None or ke is None or ke.dh_group != kex.group:
-                self._child_failed(config, spi_in, "KE payload missing or of the wrong group", now)
+                self.refuse_child(config, spi_in, "KE payload missing or of the wrong group", now)
                 return None
             try:
                 shared = kex.shared_secret(ke.data)
             except KeyExchangeError as exc:
-                self._child_failed(config, spi_in, f"bad KE value: {exc.reason}", now)
+                self.refuse_child(config, spi_in, f"bad KE value: {exc.reason}", now)
                 return None
         return self.install_child(
             config,
@@ -1049,6 +1122,13 @@ class IkeSA:
     def _child_failed(self, config: ChildConfig, spi_in: int, reason: str, now: float) -> None:
         self.manager.release_spi(spi_in)
         self.events.append(ChildSAFailed(self.name, config.name, reason))
+
+    def refuse_child(self, config: ChildConfig, spi_in: int, reason: str, now: float) -> None:
+        """The peer installed a pair we cannot use: report it and have the peer delete it
+        (RFC 7296 1.4.1; the SPI is released when the DELETE exchange is over)."""
+        self.log(f"{config.name}: refusing the peer's CHILD SA: {reason}", "warning")
+        self.events.append(ChildSAFailed(self.name, config.name, reason))
+        self.queue_task(DeleteChildTask.for_spis(config.protocol, [spi_in]), now)
 
     # ================================================================== commands
 
@@ -1093,6 +1173,8 @@ class IkeSA:
         self.state = IkeState.DELETING
         self.delete_reason = reason
         # Deleting the IKE SA goes first: nothing else is worth sending now.
+        for queued in self.queue:
+            queued.fail(self, reason, now)
         self.queue.clear()
         task = DeleteIkeTask(reason)
         if self.active is None:
@@ -1127,6 +1209,10 @@ class IkeSA:
             self._run_queue(now)
             return
         # A request from the peer.
+        if self.state is IkeState.CREATED:
+            # Not ours to use yet (a rekey collision is being settled): the peer will
+            # retransmit (RFC 7296 2.8.1; strongSwan behaves the same).
+            return
         if header.message_id == self.expected_request_id - 1 and self.cached_response is not None:
             mid, datagrams = self.cached_response
             if mid == header.message_id and self._first_fragment(msg):
@@ -1136,14 +1222,26 @@ class IkeSA:
             return
         if header.exchange_type == ExchangeType.IKE_SA_INIT:
             return
-        payloads = self._decrypt(msg, datagram, False)
+        unsupported: UnsupportedCriticalPayload | None = None
+        try:
+            payloads = self._decrypt(msg, datagram, False)
+        except UnsupportedCriticalPayload as exc:
+            payloads, unsupported = (), exc
         if payloads is None:
             return
         self._update_remote(src, dst)
         self.last_received = now
         self.expected_request_id += 1
         exchange = header.exchange_type
-        if exchange == ExchangeType.IKE_AUTH and not self.initiator and self.state is IkeState.AUTH:
+        if unsupported is not None:
+            # RFC 7296 2.5: reject the request, naming the payload type.
+            self.log(f"request with an unsupported critical payload {unsupported.payload_type}")
+            response: list[Payload] = [
+                Notify.unsupported_critical_payload(unsupported.payload_type)
+            ]
+        elif (
+            exchange == ExchangeType.IKE_AUTH and not self.initiator and self.state is IkeState.AUTH
+        ):
             response = self._respond_auth(payloads, now)
         elif exchange == ExchangeType.CREATE_CHILD_SA and self.state in (
             IkeState.ESTABLISHED,
@@ -1158,6 +1256,8 @@ class IkeSA:
         datagrams = self._seal(exchange, header.message_id, True, response)
         self.cached_response = (header.message_id, datagrams)
         self._send(datagrams, now)
+        if unsupported is not None and self.state is IkeState.AUTH:
+            self._die("IKE_AUTH with an unsupported critical payload", now)
         if self.dead:
             return
         self._after_response(now)
@@ -1179,6 +1279,8 @@ class IkeSA:
             self.remote = src
 
     def _decrypt(self, msg: Message, datagram: bytes, response: bool) -> tuple[Payload, ...] | None:
+        """The payloads of an SK message (or, once all are in, of its SKF fragments); None
+        to drop it. Raises UnsupportedCriticalPayload for a request that must be refused."""
         enc = msg.encrypted
         if enc is None or self.protector is None:
             return None
@@ -1197,9 +1299,9 @@ class IkeSA:
             first, octets = result.first_payload_type, result.data
         try:
             return msg.payloads[:-1] + parse_payloads(first, octets)
-        except UnsupportedCriticalPayload as exc:
+        except UnsupportedCriticalPayload:
             if not response:
-                self.log(f"unsupported critical payload {exc}")
+                raise  # answered (RFC 7296 2.5)
             return None
         except MalformedPacket as exc:
             self.log(f"malformed encrypted payloads: {exc.reason}", "warning")
@@ -1236,6 +1338,7 @@ class IkeSA:
         assert self.proposal is not None
         self.manager.half_open_done(self)
         self.state = IkeState.ESTABLISHED
+        self.announced = True
         self.established_at = now
         self.last_received = now
         self._arm_ike_lifetimes(now)
@@ -1292,22 +1395,23 @@ class IkeSA:
             return response
         new_spi = next(s for s, c in self.children.items() if c.nonce_r == nr)
         if old is not None:
-            if old.state is ChildState.REKEYING:
-                # Collision: we are rekeying it too (RFC 7296 2.8.1). Decide when our
-                # own response arrives; if our request has not left yet, drop it.
+            # Collision: we are rekeying it too (RFC 7296 2.8.1). Decide when our own
+            # response arrives; if our request has not left yet, drop it.
+            if old.state is ChildState.REKEYING and not self._cancel_queued_rekey(old, now):
                 old.peer_rekey = new_spi
-                if not self._cancel_queued_rekey(old):
-                    return [Nonce(nr), *response]
+                return [Nonce(nr), *response]
             old.state = ChildState.REKEYED
             old.replaced_by = new_spi
             old.rekey_at = None
             old.expire_at = now + REKEYED_LINGER  # the peer deletes it; else we do
         return [Nonce(nr), *response]
 
-    def _cancel_queued_rekey(self, child: ChildSA) -> bool:
+    def _cancel_queued_rekey(self, child: ChildSA, now: float) -> bool:
+        """Drop our rekey of ``child`` if it has not been sent yet (the peer's does it)."""
         for task in list(self.queue):
             if isinstance(task, CreateChildTask) and task.rekey_of is child:
                 self.queue.remove(task)
+                task.fail(self, "the peer rekeyed it first", now)
                 return True
         return False
 
@@ -1340,11 +1444,19 @@ class IkeSA:
         nr = self.random(NONCE_LEN)
         new_spi_r = self.manager.new_ike_spi()
         new = self._spawn_rekeyed(proposal, shared, nonce.data, nr, peer_spi, new_spi_r, False, now)
-        if self.rekeying is not None:
-            # Collision of IKE rekeys: decide when our response arrives.
+        if (
+            self.rekeying is not None
+            and self.active is not None
+            and self.active.task is self.rekeying
+        ):
+            # Both ends rekey at once (RFC 7296 2.8.1): settled when our response comes.
             self.peer_rekey = (new, nonce.data, nr)
         else:
-            self._hand_over(new, now)
+            if self.rekeying is not None:
+                # Our own rekey has not left yet: the peer's one does the job.
+                self.queue = deque(t for t in self.queue if t is not self.rekeying)
+                self.rekeying = None
+            self._hand_over(new, now, await_delete=True)
         return [
             SA((to_sa_proposal(proposal, index + 1, new_spi_r),)),
             Nonce(nr),
@@ -1379,12 +1491,14 @@ class IkeSA:
         new.peer_fragmentation = self.peer_fragmentation
         new.peer_hashes = self.peer_hashes
         new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
-        new.state = IkeState.AUTH  # not usable until handed over
+        new.spawned = True
+        new.state = IkeState.CREATED  # not usable until handed over
         self.manager.register(new)
         return new
 
-    def _hand_over(self, new: IkeSA, now: float) -> None:
-        """Move our CHILD SAs to ``new`` and retire this IKE SA (RFC 7296 2.18)."""
+    def _hand_over(self, new: IkeSA, now: float, await_delete: bool = False) -> None:
+        """Move our CHILD SAs to ``new`` and retire this IKE SA (RFC 7296 2.18). With
+        ``await_delete`` the peer is to delete this one; if it does not, we will."""
         for spi, child in list(self.children.items()):
             new.children[spi] = child
         self.children.clear()
@@ -1395,6 +1509,9 @@ class IkeSA:
         self.queue = deque(t for t in self.queue if isinstance(t, DeleteIkeTask))
         self.replaced_by = new
         self.state = IkeState.REKEYED
+        self.rekeying = None
+        if await_delete:
+            self.linger_until = now + IKE_REKEYED_LINGER
         new._establish(now, rekeyed_from=(self.spi_i, self.spi_r))
         self.log(
             f"IKE SA rekeyed: {self.spi_i.hex()}_i {self.spi_r.hex()}_r -> "
@@ -1408,8 +1525,7 @@ class IkeSA:
         deletes = find_all(payloads, Delete)
         for d in deletes:
             if d.protocol == ProtocolId.IKE:
-                self.log("peer deleted the IKE SA")
-                self._die("deleted by the peer", now)
+                self._peer_deleted_ike(now)
                 return []
         out: list[Payload] = []
         for d in deletes:
@@ -1439,6 +1555,20 @@ class IkeSA:
             if n.is_error:
                 self.log(f"peer reported error notify {n.notify_type}", "warning")
         return out
+
+    def _peer_deleted_ike(self, now: float) -> None:
+        if self.peer_rekey is not None and self.state is IkeState.ESTABLISHED:
+            # RFC 7296 2.8.1: the peer completed its rekey of this SA without noticing
+            # ours (our request was delayed or lost): its new SA is the one.
+            theirs, self.peer_rekey = self.peer_rekey[0], None
+            if theirs.state is IkeState.CREATED:
+                self.log("peer rekeyed the IKE SA while we did: using its new SA")
+                self._hand_over(theirs, now)
+        if self.state is IkeState.REKEYED:
+            self._die("rekeyed", now)
+        else:
+            self.log("peer deleted the IKE SA")
+            self._die("deleted by the peer", now)
 
     def _peer_deleted(self, child: ChildSA, now: float) -> None:
         """A pair the peer deleted may have been part of a rekey we are waiting on."""
@@ -1535,12 +1665,13 @@ class CreateChildTask(Task):
         if old is not None and (
             old.spi_in not in sa.children or old.state is not ChildState.REKEYING
         ):
-            return None  # deleted or replaced meanwhile
+            self.fail(sa, "deleted or replaced meanwhile", now)
+            return None
         if self.spi_in is None:
             self.spi_in = sa.manager.allocate_spi(self.config.protocol)
         self.ni = sa.random(NONCE_LEN)
         if self.config.pfs:
-            group = self.group or first_dh_group(self.config.proposals)
+            group = self.group or self._previous_group() or first_dh_group(self.config.proposals)
             assert group is not None
             self.kex = new_key_exchange(group)
         payloads: list[Payload] = []
@@ -1573,15 +1704,16 @@ class CreateChildTask(Task):
             sa.log(f"{self.config.name}: peer is busy (TEMPORARY_FAILURE); retrying later")
             sa.manager.release_spi(self.spi_in)
             self.spi_in = None
-            if old is not None and old.spi_in in sa.children and old.state is ChildState.REKEYING:
-                old.state = ChildState.INSTALLED
-                old.rekey_at = now + sa.manager.rng.uniform(1.0, 5.0)
-            elif old is None:
+            if old is None:
                 sa.manager.retry_later(sa, self.config, now)
+            else:
+                self._rekey_failed(sa, old, now, retry=(1.0, 5.0))
             return
         if find_notify(payloads, NotifyType.CHILD_SA_NOT_FOUND) is not None:
             sa.manager.release_spi(self.spi_in)
+            self.spi_in = None
             if old is not None and old.spi_in in sa.children:
+                # RFC 7296 2.25.1: the peer deleted it (its DELETE may still be on the way).
                 sa.log(f"peer does not know CHILD SA 0x{old.spi_in:08x}; deleting it")
                 old.state = ChildState.INSTALLED
                 sa.delete_child(old.spi_in, now, reason="peer lost it")
@@ -1589,14 +1721,13 @@ class CreateChildTask(Task):
         nonce = find(payloads, Nonce)
         if nonce is None:
             if find(payloads, SA) is not None:
-                sa.log("CREATE_CHILD_SA response without nonce", "warning")
-            sa.accept_child_response(
-                self.config, payloads, self.spi_in, self.ni, b"", None, False, now
-            ) if find(payloads, SA) is None else sa._child_failed(
-                self.config, self.spi_in, "response without nonce", now
-            )
-            if old is not None and old.spi_in in sa.children and old.state is ChildState.REKEYING:
-                old.state = ChildState.INSTALLED
+                sa.refuse_child(self.config, self.spi_in, "response without nonce", now)
+            else:  # an error notify, reported by accept_child_response
+                sa.accept_child_response(
+                    self.config, payloads, self.spi_in, self.ni, b"", None, False, now
+                )
+            if old is not None:
+                self._rekey_failed(sa, old, now)
             return
         new = sa.accept_child_response(
             self.config,
@@ -1613,10 +1744,38 @@ class CreateChildTask(Task):
         if old is None:
             return
         if new is None:
-            if old.spi_in in sa.children and old.state is ChildState.REKEYING:
-                old.state = ChildState.INSTALLED
+            self._rekey_failed(sa, old, now)
             return
         self._resolve(sa, old, new, now)
+
+    def _previous_group(self) -> DhId | None:
+        """A rekey keeps the DH group of the pair it replaces, if we still accept it."""
+        old = self.rekey_of
+        if old is None or not old.proposal.dh:
+            return None
+        group = old.proposal.dh[0]
+        return group if any(group in p.dh for p in self.config.proposals) else None
+
+    @staticmethod
+    def _rekey_failed(
+        sa: IkeSA, old: ChildSA, now: float, retry: tuple[float, float] = (10.0, 20.0)
+    ) -> None:
+        """Our rekey of ``old`` did not happen. If the peer rekeyed it meanwhile (we
+        answered its request while ours was out), the peer's pair replaces it and the peer
+        deletes it; otherwise try again later."""
+        if old.spi_in not in sa.children or old.state is not ChildState.REKEYING:
+            return
+        theirs = sa.children.get(old.peer_rekey) if old.peer_rekey is not None else None
+        old.peer_rekey = None
+        if theirs is not None:
+            old.state = ChildState.REKEYED
+            old.replaced_by = theirs.spi_in
+            old.expire_at = now + REKEYED_LINGER
+            return
+        old.state = ChildState.INSTALLED
+        old.rekey_at = now + sa.manager.rng.uniform(*retry)
+        if old.expire_at is not None:
+            old.rekey_at = min(old.rekey_at, max(now, old.expire_at - 1.0))
 
     def _resolve(self, sa: IkeSA, old: ChildSA, new: ChildSA, now: float) -> None:
         """Our rekey of ``old`` produced ``new``; settle a collision if there was one."""
@@ -1632,6 +1791,8 @@ class CreateChildTask(Task):
         if new.lowest_nonce < theirs.lowest_nonce:
             sa.log(f"rekey collision on 0x{old.spi_in:08x}: the peer's rekey wins")
             new.state = ChildState.DELETING
+            # Until the peer deletes the old pair we send on it again, then on theirs.
+            new.replaced_by = old.spi_in if old.spi_in in sa.children else theirs.spi_in
             old.state = ChildState.REKEYED
             old.replaced_by = theirs.spi_in
             old.expire_at = now + REKEYED_LINGER
@@ -1640,7 +1801,10 @@ class CreateChildTask(Task):
             sa.log(f"rekey collision on 0x{old.spi_in:08x}: our rekey wins")
             old.replaced_by = new.spi_in
             old.state = ChildState.DELETING
-            theirs.expire_at = now + REKEYED_LINGER  # the peer deletes its redundant pair
+            # The peer deletes its redundant pair; if it does not, we do.
+            theirs.state = ChildState.REKEYED
+            theirs.replaced_by = new.spi_in
+            theirs.expire_at = now + REKEYED_LINGER
             theirs.rekey_at = None
             sa.queue_task(DeleteChildTask([old], "rekeyed"), now)
         old.peer_rekey = None
@@ -1648,6 +1812,7 @@ class CreateChildTask(Task):
     def fail(self, sa: IkeSA, reason: str, now: float) -> None:
         if self.spi_in is not None:
             sa.manager.release_spi(self.spi_in)
+            self.spi_in = None
 
 
 class DeleteChildTask(Task):
@@ -1746,13 +1911,14 @@ class RekeyIkeTask(Task):
             return None
         self.spi_i = sa.manager.new_ike_spi()
         self.ni = sa.random(NONCE_LEN)
-        group = self.group or (sa.proposal.dh[0] if sa.proposal else None)
+        current = sa.proposal.dh[0] if sa.proposal and sa.proposal.dh else None
+        if current is None or not any(current in p.dh for p in sa.config.proposals):
+            current = first_dh_group(sa.config.proposals)  # the policy changed
+        group = self.group or current
         assert group is not None
         self.kex = new_key_exchange(group)
-        proposals = list(sa.config.proposals)
-        # Prefer the current group: move proposals that contain it first.
         return [
-            to_sa_payload(proposals, self.spi_i),
+            to_sa_payload(prefer_group(sa.config.proposals, group), self.spi_i),
             Nonce(self.ni),
             KE(self.kex.group, self.kex.public_value),
         ]
@@ -1774,33 +1940,24 @@ class RekeyIkeTask(Task):
                 sa.queue_task(self, now, first=True)
                 return
         if find_notify(payloads, NotifyType.TEMPORARY_FAILURE) is not None:
-            sa.log("peer is busy: IKE rekey postponed")
-            sa.rekeying = None
-            sa.rekey_at = now + sa.manager.rng.uniform(1.0, 5.0)
-            sa.peer_rekey = None
+            self._abandon(sa, "the peer is busy (TEMPORARY_FAILURE)", now, retry=(1.0, 5.0))
             return
         sa_payload, nonce, ke = find(payloads, SA), find(payloads, Nonce), find(payloads, KE)
         if sa_payload is None or nonce is None or ke is None:
-            sa.log("IKE rekey response incomplete; will retry", "warning")
-            sa.rekeying = None
-            sa.rekey_at = now + 10.0
+            self._abandon(sa, "response without SA, nonce or KE", now)
             return
         offers = from_sa_payload(sa_payload)
         if len(offers) != 1 or not accepts_choice(sa.config.proposals, offers[0][1]):
-            sa.log("IKE rekey: peer chose a proposal we did not offer", "warning")
-            sa.rekeying = None
-            sa.rekey_at = now + 10.0
+            self._abandon(sa, "the peer chose a proposal we did not offer", now)
             return
         _, chosen, spi_r = offers[0]
         if len(spi_r) != 8 or ke.dh_group != self.kex.group or chosen.dh[:1] != (self.kex.group,):
-            sa.rekeying = None
-            sa.rekey_at = now + 10.0
+            self._abandon(sa, "bad SPI or key exchange in the response", now)
             return
         try:
             shared = self.kex.shared_secret(ke.data)
-        except KeyExchangeError:
-            sa.rekeying = None
-            sa.rekey_at = now + 10.0
+        except KeyExchangeError as exc:
+            self._abandon(sa, f"bad KE value: {exc.reason}", now)
             return
         ours = sa._spawn_rekeyed(chosen, shared, self.ni, nonce.data, self.spi_i, spi_r, True, now)
         sa.rekeying = None
@@ -1811,10 +1968,11 @@ class RekeyIkeTask(Task):
             sa.queue_task(DeleteIkeTask("rekeyed"), now, first=True)
             return
         theirs, their_ni, our_nr = collision
+        # RFC 7296 2.8.1: the new SA with the lowest of the four nonces is redundant and
+        # is deleted by its creator; the winner's creator deletes the old SA.
         if min(self.ni, nonce.data) < min(their_ni, our_nr):
-            # Ours is redundant: delete it; the peer deletes the old one.
             sa.log("IKE rekey collision: the peer's rekey wins")
-            sa._hand_over(theirs, now)
+            sa._hand_over(theirs, now, await_delete=True)
             ours.state = IkeState.ESTABLISHED
             ours.established_at = now
             ours.replaced_by = theirs
@@ -1822,12 +1980,37 @@ class RekeyIkeTask(Task):
         else:
             sa.log("IKE rekey collision: our rekey wins")
             sa._hand_over(ours, now)
-            theirs.state = IkeState.REKEYED  # the peer deletes it
+            theirs.state = IkeState.REKEYED  # the peer deletes it; if not, we drop it
             theirs.replaced_by = ours
+            theirs.linger_until = now + IKE_REKEYED_LINGER
             sa.queue_task(DeleteIkeTask("rekeyed"), now, first=True)
+
+    def _abandon(
+        self, sa: IkeSA, reason: str, now: float, retry: tuple[float, float] = (10.0, 10.0)
+    ) -> None:
+        """Our rekey did not happen. If the peer rekeyed the SA meanwhile (we answered its
+        request while ours was out), its new SA is the one: it will delete the old SA.
+        Otherwise try again later."""
+        sa.rekeying = None
+        self.kex = None
+        collision, sa.peer_rekey = sa.peer_rekey, None
+        if collision is not None and collision[0].state is IkeState.CREATED:
+            sa.log(f"IKE rekey not done ({reason}); the peer's rekey stands")
+            sa._hand_over(collision[0], now, await_delete=True)
+            return
+        sa.log(f"IKE rekey not done ({reason}); trying again later")
+        sa.rekey_at = now + sa.manager.rng.uniform(*retry)
 
     def fail(self, sa: IkeSA, reason: str, now: float) -> None:
         sa.rekeying = None
+
+
+def prefer_group(proposals: tuple[Proposal, ...], group: DhId) -> list[Proposal]:
+    """``proposals`` with ``group`` first wherever it appears, and the proposals holding it
+    first: a rekey keeps the current group unless the peer insists (no INVALID_KE)."""
+    out = [replace(p, dh=(group, *(g for g in p.dh if g != group))) if group in p.dh else p
+           for p in proposals]  # fmt: skip
+    return sorted(out, key=lambda p: group not in p.dh)
 
 
 __all__ = [

@@ -76,6 +76,9 @@ class IkeManager:
         self._reserved = reserved_spis or frozenset
         self.sas: dict[tuple[bytes, bytes], IkeSA] = {}
         self._half_open: dict[tuple[bytes, bytes, int], IkeSA] = {}  # (SPIi, addr, port)
+        # Every responder SA by the IKE_SA_INIT that created it, until it dies: a late
+        # retransmission of that request must not create another SA (RFC 7296 2.1).
+        self._inits: dict[tuple[bytes, bytes, int], IkeSA] = {}
         self._spis: set[tuple[Protocol, int]] = set()
         self._out: list[Transmit | NatKeepalive] = []
         self._events: list[Event] = []
@@ -102,6 +105,8 @@ class IkeManager:
         for key in [k for k, v in self.sas.items() if v is sa]:
             del self.sas[key]
         self.half_open_done(sa)
+        for init in [k for k, v in self._inits.items() if v is sa]:
+            del self._inits[init]
         out, events = sa.poll()
         self._out += out
         self._events += events
@@ -139,7 +144,12 @@ class IkeManager:
         """The usable IKE SA with peer ``peer`` (the newest one)."""
         best: IkeSA | None = None
         for sa in self.sas.values():
-            if sa.name != peer or sa.state in (IkeState.DEAD, IkeState.REKEYED, IkeState.DELETING):
+            if sa.name != peer or sa.state in (
+                IkeState.DEAD,
+                IkeState.CREATED,
+                IkeState.REKEYED,
+                IkeState.DELETING,
+            ):
                 continue
             if best is None or sa.created > best.created:
                 best = sa
@@ -185,9 +195,19 @@ class IkeManager:
         self._retry.append((now + self.rng.uniform(1.0, 5.0), sa.name, config))
 
     def initial_contact(self, sa: IkeSA, remote_id: Identity, now: float) -> None:
-        """RFC 7296 2.4: the peer restarted; our older IKE SAs with it are stale."""
+        """RFC 7296 2.4: the peer restarted; our older IKE SAs with it are stale.
+
+        Only SAs that were up before the peer started ``sa`` are: when both ends start at
+        once, each IKE_AUTH carries INITIAL_CONTACT and neither SA may take the other down.
+        """
         for other in list(self.sas.values()):
-            if other is not sa and other.name == sa.name and other.remote_id == remote_id:
+            if (
+                other is not sa
+                and other.name == sa.name
+                and other.remote_id == remote_id
+                and other.established_at is not None
+                and other.established_at < sa.created
+            ):
                 other.log("INITIAL_CONTACT from the peer: dropping this stale IKE SA")
                 other._die("replaced after the peer restarted (INITIAL_CONTACT)", now)
 
@@ -205,8 +225,9 @@ class IkeManager:
         except InvalidMajorVersion:
             self._drop("invalid major version")
             return
-        except UnsupportedCriticalPayload:
+        except UnsupportedCriticalPayload as exc:
             self._drop("unsupported critical payload")
+            self._answer_unsupported(exc, src, dst)
             return
         except MalformedPacket:
             self._drop("malformed")
@@ -305,12 +326,19 @@ class IkeManager:
             self._drop("IKE_SA_INIT without the initiator flag")
             return
         key = (header.spi_i, src[0].packed, src[1])
-        existing = self._half_open.get(key)
+        existing = self._inits.get(key)
         if existing is not None:
-            # A retransmitted IKE_SA_INIT: answer again with the same response.
-            if existing.init_request == bytes(data) and existing.init_response:
+            # A retransmitted IKE_SA_INIT: answer again with the same response while the SA
+            # is half-open; later ones are stale (RFC 7296 2.1).
+            if (
+                existing.init_request == bytes(data)
+                and existing.init_response
+                and existing.state is IkeState.AUTH
+            ):
                 existing.out.append(Transmit(existing._wire(existing.init_response), dst, src))
                 self._collect(existing)
+            else:
+                self._drop("retransmitted IKE_SA_INIT")
             return
         reply = IKEHeader(header.spi_i, ZERO_SPI, ExchangeType.IKE_SA_INIT, 0, HeaderFlags.RESPONSE)
         sa_payload, ke, nonce = msg.find(SA), msg.find(KE), msg.find(Nonce)
@@ -361,9 +389,6 @@ class IkeManager:
         sa.init_request = bytes(data)
         sa.proposal = proposal
         sa._read_init_notifies(msg.payloads, responder_view=True)
-        # Answer from where the request arrived; float to 4500 only for what follows.
-        float_local, float_remote = sa.local, sa.remote
-        sa.local, sa.remote = dst, src
         sa._derive(shared)
         number = offers[index][0]
         payloads: list[Payload] = [
@@ -382,10 +407,28 @@ class IkeManager:
         sa.init_response = encode_message(response_header, payloads)
         sa.expected_request_id = 1
         sa.out.append(Transmit(sa._wire(sa.init_response), dst, src))
-        sa.local, sa.remote = float_local, float_remote
         self.register(sa)
         self._half_open[key] = sa
+        self._inits[key] = sa
         self._collect(sa)
+
+    def _answer_unsupported(
+        self, exc: UnsupportedCriticalPayload, src: Endpoint, dst: Endpoint
+    ) -> None:
+        """RFC 7296 2.5: an IKE_SA_INIT request with an unknown critical payload is answered
+        with UNSUPPORTED_CRITICAL_PAYLOAD (unprotected; nothing else is, 2.21.1)."""
+        h = exc.header
+        if (
+            h is None
+            or h.response
+            or not h.initiator
+            or h.exchange_type != ExchangeType.IKE_SA_INIT
+            or h.message_id != 0
+            or h.spi_r != ZERO_SPI
+        ):
+            return
+        reply = IKEHeader(h.spi_i, ZERO_SPI, ExchangeType.IKE_SA_INIT, 0, HeaderFlags.RESPONSE)
+        self._send_plain(reply, [Notify.unsupported_critical_payload(exc.payload_type)], dst, src)
 
     def half_open_done(self, sa: IkeSA) -> None:
         for key in [k for k, v in self._half_open.items() if v is sa]:
