@@ -936,15 +936,16 @@ class IkeSA:
         ]
         transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         nat_original = None
+        views = [(tsi, tsr)]
         if transport and (self.nat_local or self.nat_remote):
             # RFC 7296 2.23.1: keep the addresses as sent (the peer's checksums cover them,
-            # RFC 3948 3.1.2), then substitute the addresses of the IKE SA for the NATed
-            # side(s) and look up, narrow and answer with those.
+            # RFC 3948 3.1.2), substitute the addresses of the IKE SA for the NATed side(s),
+            # and look up, narrow and answer with those; a configuration that names the
+            # peer's addresses as sent (its inside address) is looked up second.
             nat_original = (tsi[0].start_addr, tsr[0].start_addr)
-            if self.nat_remote:
-                tsi = _pin(tsi, self.remote[0].packed)
-            if self.nat_local:
-                tsr = _pin(tsr, self.local[0].packed)
+            sub_tsi = _pin(tsi, self.remote[0].packed) if self.nat_remote else tsi
+            sub_tsr = _pin(tsr, self.local[0].packed) if self.nat_local else tsr
+            views = [(sub_tsi, sub_tsr), (tsi, tsr)]
         # The peer's TSi are its side (our remote), TSr ours (our local).
         candidates = [rekey_of.config] if rekey_of is not None else list(self.config.children)
         # The first configuration whose selectors overlap the peer's and that accepts one
@@ -953,8 +954,11 @@ class IkeSA:
         refusal: str | None = None
         chosen: tuple[ChildConfig, int, Proposal, list[TrafficSelector], list[TrafficSelector]]
         for config in candidates:
-            local_ts = narrow(tsr, config.local_ts)
-            remote_ts = narrow(tsi, config.remote_ts)
+            for view_i, view_r in views:
+                local_ts = narrow(view_r, config.local_ts)
+                remote_ts = narrow(view_i, config.remote_ts)
+                if local_ts and remote_ts:
+                    break
             if not local_ts or not remote_ts:
                 continue
             configured = list(config.proposals)
