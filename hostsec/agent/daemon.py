@@ -148,6 +148,7 @@ class Agent:
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
         # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
         self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
+        self.pending_replaces: dict[int, int | None] = {}  # which pair each one rekeys
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -599,13 +600,22 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        if event.outbound:
+        # Our own rekey of a pair whose rekey by the peer we answered meanwhile: a collision
+        # (RFC 7296 2.8.1). Which new pair survives is settled next; until then keep sending
+        # on the old pair, and let ChildSADown.replaced_by name the survivor.
+        collision = event.replaces is not None and any(
+            self.pending_replaces.get(spi) == event.replaces
+            for spi, pending in self.pending_out.items()
+            if pending[0] == event.child
+        )
+        if event.outbound and not collision:
             self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
         else:
             # We answered a rekey: the peer can only receive on the new pair once our answer
             # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
             self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
             self.pending_out[event.spi_in] = (event.child, event.ike, outbound)
+            self.pending_replaces[event.spi_in] = event.replaces
         log.info(
             "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
@@ -621,6 +631,7 @@ class Agent:
         )  # fmt: skip
         state = self.flows.get(event.child)
         self.pending_out.pop(event.spi_in, None)  # a pair never sent on
+        self.pending_replaces.pop(event.spi_in, None)
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
@@ -630,6 +641,8 @@ class Agent:
                 else None
             )
             if successor is not None:
+                assert event.replaced_by is not None
+                self.pending_replaces.pop(event.replaced_by, None)
                 flow, ike, config = successor
                 self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
             elif event.replaced_by is not None and any(
