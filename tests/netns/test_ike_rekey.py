@@ -25,6 +25,7 @@ from hostsec.agent.lab import (
     psk_peer,
     telnet_flows,
 )
+from hostsec.platform.nsenter import ChildFailed
 
 pytestmark = pytest.mark.netns
 
@@ -121,7 +122,10 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         collision_end = time.monotonic()
         assert transfer.alive(), "the session ended before the rekeys: lengthen SECONDS"
 
-        result = transfer.result(SECONDS + 30)
+        try:
+            result = transfer.result(SECONDS + 30)
+        except ChildFailed as exc:
+            pytest.fail(f"session broken: {exc}\n=== a\n{lab.log('a')}\n=== b\n{lab.log('b')}")
         assert result["ok"], (result, lab.log("a"), lab.log("b"))
         assert result["bytes"] == CHUNK * int(SECONDS / INTERVAL)
         # No stall outside the collision, whose held responses cost what a slow link would
