@@ -148,7 +148,9 @@ class Agent:
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
         # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
         self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
-        self.pending_replaces: dict[int, int | None] = {}  # which pair each one rekeys
+        # The pair each IKE pair rekeyed (by inbound SPI), and the pair each flow sends on.
+        self.pair_replaces: dict[int, int | None] = {}
+        self.sending: dict[str, int] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -451,6 +453,7 @@ class Agent:
         state = self.flows.pop(name, None)
         if state is None:
             return
+        self.sending.pop(name, None)
         assert self.datapath is not None
         self.datapath.to_out(m.RemoveFlow(name))
         for key, sa in list(self.sas.items()):
@@ -600,22 +603,24 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        # Our own rekey of a pair whose rekey by the peer we answered meanwhile: a collision
-        # (RFC 7296 2.8.1). Which new pair survives is settled next; until then keep sending
-        # on the old pair, and let ChildSADown.replaced_by name the survivor.
+        # Our own rekey of a pair that the peer rekeyed too (we answered it; its pair waits,
+        # or is already sent on): a collision (RFC 7296 2.8.1). Which new pair survives is
+        # settled next; keep sending where we do and let ChildSADown.replaced_by name it.
+        rivals = [spi for spi, p in self.pending_out.items() if p[0] == event.child]
+        rivals.append(self.sending.get(event.child, -1))
         collision = event.replaces is not None and any(
-            self.pending_replaces.get(spi) == event.replaces
-            for spi, pending in self.pending_out.items()
-            if pending[0] == event.child
+            spi in self.pair_replaces and self.pair_replaces[spi] == event.replaces
+            for spi in rivals
         )
+        self.pair_replaces[event.spi_in] = event.replaces
         if event.outbound and not collision:
             self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
+            self.sending[event.child] = event.spi_in
         else:
             # We answered a rekey: the peer can only receive on the new pair once our answer
             # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
             self._install(event.child, event.ike, [], [inbound], "ike", now, event.ike)
             self.pending_out[event.spi_in] = (event.child, event.ike, outbound)
-            self.pending_replaces[event.spi_in] = event.replaces
         log.info(
             "CHILD SA %s up: %s %s in 0x%08x out 0x%08x %s%s%s",
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
@@ -631,7 +636,7 @@ class Agent:
         )  # fmt: skip
         state = self.flows.get(event.child)
         self.pending_out.pop(event.spi_in, None)  # a pair never sent on
-        self.pending_replaces.pop(event.spi_in, None)
+        self.pair_replaces.pop(event.spi_in, None)
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
@@ -642,15 +647,17 @@ class Agent:
             )
             if successor is not None:
                 assert event.replaced_by is not None
-                self.pending_replaces.pop(event.replaced_by, None)
                 flow, ike, config = successor
                 self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+                self.sending[flow] = event.replaced_by
             elif event.replaced_by is not None and any(
                 sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
             ):
                 pass  # the replacement is already sent on
             else:
                 self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
+                if self.sending.get(event.child) == event.spi_in:
+                    del self.sending[event.child]
                 if state is not None and state.outbound_spi == event.spi_out:
                     state.outbound_spi = None
                     # Back to trap, unless the SA went with a failure (authentication) that
