@@ -70,6 +70,21 @@ def recv_message(ctl: socket.socket) -> object | None:
     return message
 
 
+def _queued(ctl: socket.socket, flags: int) -> list[object] | None:
+    """Every control message waiting on ``ctl`` (polled with ``flags``); None when the
+    channel is closed or says Stop."""
+    if not flags & select.POLLIN:
+        return None
+    messages: list[object] = []
+    while True:
+        message = recv_message(ctl)
+        if message is None or isinstance(message, m.Stop):
+            return None
+        messages.append(message)
+        if not select.select([ctl], [], [], 0)[0]:
+            return messages
+
+
 def _text(packed: bytes, cache: dict[bytes, str]) -> str:
     text = cache.get(packed)
     if text is None:
@@ -106,8 +121,11 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
             key = errno.errorcode.get(getattr(exc, "errno", 0) or 0, type(exc).__name__)
             errors[key] = errors.get(key, 0) + 1
 
+    ctl_fd = ctl.fileno()
     while True:
-        for fd, flags in poller.poll(250):
+        # Control messages first, all of them: a flow is added before its first packet is
+        # looked up (else the packet that should start IKE is dropped as "no_policy").
+        for fd, flags in sorted(poller.poll(250), key=lambda item: item[0] != ctl_fd):
             if fd == tun_fd:
                 process = engine.process
                 for _ in range(BATCH):
@@ -122,10 +140,11 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
                 if urgent:  # a trap fired: IKE should start now, not at the next tick
                     send_message(ctl, m.Events(urgent))
                 continue
-            message = recv_message(ctl) if flags & select.POLLIN else None
-            if message is None or isinstance(message, m.Stop):
+            messages = _queued(ctl, flags)
+            if messages is None:
                 return
-            _outbound_command(engine, message, ctl, transmit, errors)
+            for message in messages:
+                _outbound_command(engine, message, ctl, transmit, errors)
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now
@@ -245,10 +264,11 @@ def run_inbound(
                     else:
                         deliver(inner)
                 continue
-            message = recv_message(ctl) if flags & select.POLLIN else None
-            if message is None or isinstance(message, m.Stop):
+            messages = _queued(ctl, flags)
+            if messages is None:
                 return
-            _inbound_command(engine, message, ctl, write_errors[0])
+            for message in messages:
+                _inbound_command(engine, message, ctl, write_errors[0])
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now
