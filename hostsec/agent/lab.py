@@ -172,7 +172,10 @@ class AgentLab:
                 if predicate(status):
                     return status
             time.sleep(0.1)
-        raise TimeoutError(f"condition not met on {name}: {json.dumps(status)[:2000]}")
+        raise TimeoutError(
+            f"condition not met on {name}: {json.dumps(status)[:2000]}\n"
+            f"--- end of {name}'s log:\n{self.log(name)[-3000:]}"
+        )
 
     # ------------------------------------------------------------------ traffic
 
