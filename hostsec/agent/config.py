@@ -9,11 +9,11 @@ rule_priority = 4500        # first `ip rule` priority the agent uses (and up to
 nft_table = "hostsec"       # the agent's own nftables table (inet family)
 log_level = "info"
 
-[ike]                       # IKE timing (strongSwan's charon.keep_alive, retransmit_*)
-keepalive = 20              # seconds between NAT keepalives when this host is behind a NAT
-retransmit_timeout = 4.0    # seconds before the first retransmission of an IKE request
-retransmit_base = 1.8       # each further wait is this many times longer
-retransmit_tries = 5        # retransmissions before the peer is declared dead
+[ike]                       # IKE retransmission (RFC 7296 2.1, 2.4) and NAT keepalives
+retransmit_timeout = 4.0    # seconds before the first retransmission
+retransmit_base = 1.8       # each further one waits this much longer
+retransmit_tries = 5        # then the peer is dead (a liveness check takes the same path)
+nat_keepalive = 20.0        # seconds between NAT keepalives when this host is behind a NAT
 
 [identity]                  # for certificate authentication (IKE)
 certificate = "certs/host.pem"      # own certificate (chain), relative to the config dir
@@ -28,7 +28,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 DEFAULT_CONFIG_DIR = Path("/etc/hostsec")
 DEFAULT_RUN_DIR = Path("/run/hostsec")
@@ -53,10 +53,10 @@ class AgentConfig:
     certificate: Path | None = None
     private_key: Path | None = None
     cacerts: Path | None = None
-    keepalive: float = 20.0
     retransmit_timeout: float = 4.0
     retransmit_base: float = 1.8
     retransmit_tries: int = 5
+    nat_keepalive: float = 20.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,7 +118,7 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
         if level not in _LOG_LEVELS:
             raise ConfigError(f"{where}: log_level must be one of {', '.join(_LOG_LEVELS)}")
         values["log_level"] = level
-    _load_ike(data.get("ike", {}), f"{path}: [ike]", values)
+    values.update(_ike_settings(data.get("ike", {}), f"{path}: [ike]"))
     identity = data.get("identity", {})
     where = f"{path}: [identity]"
     for key in identity:
@@ -128,26 +128,26 @@ def load_config(config_dir: Path, run_dir: Path) -> AgentConfig:
     return AgentConfig(**values)
 
 
-# [ike]: (minimum, maximum) of each setting; a retransmission schedule must stay sane.
-_IKE_RANGES: dict[str, tuple[float, float]] = {
-    "keepalive": (1, 3600),
-    "retransmit_timeout": (0.1, 60),
-    "retransmit_base": (1, 4),
+_IKE_LIMITS: dict[str, tuple[float, float]] = {
+    "retransmit_timeout": (0.1, 60.0),
+    "retransmit_base": (1.0, 4.0),
     "retransmit_tries": (0, 20),
+    "nat_keepalive": (1.0, 3600.0),
 }
 
 
-def _load_ike(ike: Any, where: str, values: dict[str, Any]) -> None:
-    if not isinstance(ike, dict):
-        raise ConfigError(f"{where}: must be a table")
+def _ike_settings(ike: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in ike.items():
-        value = cast(float, value)
-        if key not in _IKE_RANGES:
+        if key not in _IKE_LIMITS:
             raise ConfigError(f"{where}: no setting '{key}'")
-        kind: tuple[type, ...] = (int,) if key == "retransmit_tries" else (int, float)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        low, high = _IKE_LIMITS[key]
+        integral = key == "retransmit_tries"
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: '{key}' must be a number")
-        low, high = _IKE_RANGES[key]
+        if integral and not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer")
         if not low <= value <= high:
-            raise ConfigError(f"{where}: {key} must be {low:g} to {high:g}")
-        values[key] = value
+            raise ConfigError(f"{where}: '{key}' must be {low:g} to {high:g}")
+        out[key] = int(value) if integral else float(value)
+    return out

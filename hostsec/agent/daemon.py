@@ -87,7 +87,7 @@ _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINGER = 5.0  # seconds an inbound SA outlives its replacement or deletion (in-flight packets)
-IDLE_CHECK = 5.0  # seconds between idle-timeout checks
+IDLE_CHECK = 5.0  # seconds between looks at the data path's counters (idle, liveness)
 
 
 @dataclass
@@ -148,9 +148,6 @@ class Agent:
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
         # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
         self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
-        # The pair each IKE pair rekeyed (by inbound SPI), and the pair each flow sends on.
-        self.pair_replaces: dict[int, int | None] = {}
-        self.sending: dict[str, int] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -177,6 +174,9 @@ class Agent:
         self._linger: list[asyncio.TimerHandle] = []
         self._idle_task: asyncio.Task[None] | None = None
         self.trust: TrustStore | None = None
+        self._retransmit = Retransmit(
+            config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
+        )
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -384,8 +384,6 @@ class Agent:
 
     def _sync_ike_configs(self) -> None:
         configs = []
-        cfg = self.config
-        retransmit = Retransmit(cfg.retransmit_timeout, cfg.retransmit_base, cfg.retransmit_tries)
         for peer in self.policies.peers.values():
             if peer.auth is None:
                 continue
@@ -399,13 +397,7 @@ class Agent:
                 own: Identity | None = None
                 configs.append(
                     ike_config(
-                        peer,
-                        flows,
-                        local,
-                        creds,
-                        own,
-                        keepalive=self.config.keepalive,
-                        retransmit=retransmit,
+                        peer, flows, local, creds, own, self._retransmit, self.config.nat_keepalive
                     )
                 )
             except (ValueError, OSError, CertificateError) as exc:
@@ -453,7 +445,6 @@ class Agent:
         state = self.flows.pop(name, None)
         if state is None:
             return
-        self.sending.pop(name, None)
         assert self.datapath is not None
         self.datapath.to_out(m.RemoveFlow(name))
         for key, sa in list(self.sas.items()):
@@ -486,8 +477,12 @@ class Agent:
                 self.sas[(c.protocol, c.spi, "in")] = InstalledSA(flow, peer, c, keying, now, ike)
         if outbound:
             self.datapath.to_out(m.InstallOutbound(flow, outbound))
+            # A manual SA replaces its predecessor; an IKE one stays known until its
+            # ChildSADown (after a rekey collision the pair installed last may be the
+            # redundant one, and the survivor must take over again when it goes).
             for key in [k for k, v in self.sas.items() if v.flow == flow and k[2] == "out"]:
-                del self.sas[key]
+                if keying == "manual" or self.sas[key].keying == "manual":
+                    del self.sas[key]
             for c in outbound:
                 self.sas[(c.protocol, c.spi, "out")] = InstalledSA(flow, peer, c, keying, now, ike)
         state = self.flows.get(flow)
@@ -503,6 +498,8 @@ class Agent:
         state = self.flows.get(flow_name)
         if state is None or state.flow.keying is not Keying.IKE:
             return
+        if state.state == "up" and state.outbound_spi is not None:
+            return  # an acquire that raced with an install: the flow has its SA
         peer = state.peer
         config = self.ike.configs.get(peer.name)
         if config is None:
@@ -578,8 +575,15 @@ class Agent:
                 event.local_id, event.remote_id, f"(NAT: {nat})" if nat else "",
             )  # fmt: skip
         elif isinstance(event, IkeSADown):
-            self.ike_records.pop((event.spi_i, event.spi_r), None)
+            was_up = self.ike_records.pop((event.spi_i, event.spi_r), None) is not None
             log.info("IKE SA %s down: %s", event.ike, event.reason)
+            if not was_up:
+                # It never came up (refused, no answer): the flows waiting on it say why;
+                # their next packet (or `hostsec up`) tries again.
+                for state in self.flows.values():
+                    if state.peer.name == event.ike and state.state == "acquiring":
+                        state.state = "failed"
+                        state.error = f"IKE SA not established: {event.reason}"
         elif isinstance(event, AuthenticationFailed):
             self.auth_failures[event.ike] = event.reason
             log.warning("IKE SA %s: authentication failed: %s", event.ike, event.reason)
@@ -603,19 +607,8 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        # Our own rekey of a pair that the peer rekeyed too (we answered it; its pair waits,
-        # or is already sent on): a collision (RFC 7296 2.8.1). Which new pair survives is
-        # settled next; keep sending where we do and let ChildSADown.replaced_by name it.
-        rivals = [spi for spi, p in self.pending_out.items() if p[0] == event.child]
-        rivals.append(self.sending.get(event.child, -1))
-        collision = event.replaces is not None and any(
-            spi in self.pair_replaces and self.pair_replaces[spi] == event.replaces
-            for spi in rivals
-        )
-        self.pair_replaces[event.spi_in] = event.replaces
-        if event.outbound and not collision:
+        if event.outbound:
             self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
-            self.sending[event.child] = event.spi_in
         else:
             # We answered a rekey: the peer can only receive on the new pair once our answer
             # has arrived, so keep sending on the old pair until it goes (RFC 7296 2.8).
@@ -636,34 +629,37 @@ class Agent:
         )  # fmt: skip
         state = self.flows.get(event.child)
         self.pending_out.pop(event.spi_in, None)  # a pair never sent on
-        self.pair_replaces.pop(event.spi_in, None)
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
-            successor = (
-                self.pending_out.pop(event.replaced_by, None)
-                if event.replaced_by is not None
-                else None
-            )
-            if successor is not None:
-                assert event.replaced_by is not None
-                flow, ike, config = successor
-                self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
-                self.sending[flow] = event.replaced_by
-            elif event.replaced_by is not None and any(
-                sa.flow == event.child and key[2] == "out" for key, sa in self.sas.items()
-            ):
-                pass  # the replacement is already sent on
-            else:
-                self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
-                if self.sending.get(event.child) == event.spi_in:
-                    del self.sending[event.child]
-                if state is not None and state.outbound_spi == event.spi_out:
+            if state is not None and state.outbound_spi == event.spi_out:
+                # The flow sent on this pair. Its successor (the pair we answered a rekey
+                # with, kept back until now) or another pair of the flow still up (the
+                # survivor of a rekey collision) carries it from now on; installing it
+                # replaces the carrier at once, with no gap in which a packet is held.
+                successor = (
+                    self.pending_out.pop(event.replaced_by, None)
+                    if event.replaced_by is not None
+                    else None
+                )
+                others = [
+                    sa
+                    for k, sa in self.sas.items()
+                    if sa.flow == event.child and k[2] == "out" and sa.keying == "ike"
+                ]
+                if successor is not None:
+                    flow, ike, config = successor
+                    self._install(flow, ike, [config], [], "ike", time.monotonic(), ike)
+                    log.info("flow %s: outbound now on 0x%08x", event.child, config.spi)
+                elif others:
+                    survivor = max(others, key=lambda sa: sa.installed)
+                    self.datapath.to_out(m.InstallOutbound(event.child, [survivor.config]))
+                    state.outbound_spi = survivor.config.spi
+                    log.info("flow %s: outbound now on 0x%08x", event.child, survivor.config.spi)
+                else:
+                    self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                     state.outbound_spi = None
-                    # Back to trap, unless the SA went with a failure (authentication) that
-                    # the flow's state shows until the next attempt.
-                    if state.state != "failed":
-                        state.state = "trap"
+                    state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
@@ -746,34 +742,48 @@ class Agent:
         self._schedule_timer()
 
     async def _idle_loop(self) -> None:
-        """Termination on idle (DESIGN.md 1.5): delete a flow's CHILD SAs once no packet went
-        either way for its idle_timeout; the flow falls back to its trap."""
+        """Every few seconds, from the data path's counters: tell IKE which peers sent
+        protected traffic (no liveness check is needed while they do, RFC 7296 2.4), and
+        delete the CHILD SAs of flows idle for their idle_timeout (DESIGN.md 1.5: the flow
+        falls back to its trap)."""
+        inbound_seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(IDLE_CHECK)
-            watched = [s for s in self.flows.values() if s.flow.idle_timeout and s.state == "up"]
-            if not watched or self.datapath is None:
+            ike_flows = [
+                s for s in self.flows.values() if s.flow.keying is Keying.IKE and s.state == "up"
+            ]
+            if not ike_flows or self.datapath is None:
                 continue
             out_stats, in_stats = await self.datapath.stats()
             now = time.monotonic()
-            for state in watched:
+            in_sas = in_stats.get("sas", {})
+            per_peer: dict[str, int] = {}
+            for (_proto, spi, direction), sa in self.sas.items():
+                if direction == "in" and sa.keying == "ike":
+                    packets = in_sas.get(spi, {}).get("packets", 0)
+                    per_peer[sa.peer] = per_peer.get(sa.peer, 0) + packets
+            for peer, packets in per_peer.items():
+                if packets != inbound_seen.get(peer):
+                    inbound_seen[peer] = packets
+                    self.ike.note_traffic(peer, now)
+            for state in ike_flows:
+                if not state.flow.idle_timeout:
+                    continue
                 name = state.flow.name
                 packets = out_stats.get("flows", {}).get(name, {}).get("packets", 0)
                 packets += sum(
-                    in_stats.get("sas", {}).get(spi, {}).get("packets", 0)
+                    in_sas.get(spi, {}).get("packets", 0)
                     for (_proto, spi, direction), sa in self.sas.items()
                     if sa.flow == name and direction == "in"
                 )
                 if packets != state.last_packets:
                     state.last_packets, state.idle_since = packets, now
                     continue
-                assert state.flow.idle_timeout is not None
                 if now - state.idle_since >= state.flow.idle_timeout:
-                    if state.flow.keying is Keying.IKE:
-                        log.info(
-                            "flow %s idle for %ss: deleting its SAs", name, state.flow.idle_timeout
-                        )
-                        self.ike.delete_child(state.peer.name, name, now)
-                        self._flush_ike()
+                    idle = state.flow.idle_timeout
+                    log.info("flow %s idle for %ss: deleting its SAs", name, idle)
+                    self.ike.delete_child(state.peer.name, name, now)
+                    self._flush_ike()
                     state.last_packets = -1
 
     # ------------------------------------------------------------------ control commands
@@ -812,6 +822,7 @@ class Agent:
                         "key_bits": c.encryption.effective_key_bits if c.encryption else None,
                         "integrity": c.integrity.name.lower() if c.integrity else None,
                         "esn": c.esn,
+                        "replay_window": c.replay_window if direction == "in" else None,
                         "udp_encapsulation": c.encapsulation is not None,
                         "keying": sa.keying,
                         "age": round(now - sa.installed, 1),
@@ -860,7 +871,12 @@ class Agent:
         ]
         problems = {
             path: [
-                {"line": p.location.line, "severity": str(p.severity), "message": p.message}
+                {
+                    "file": p.location.file,  # a secrets file the policy file names, maybe
+                    "line": p.location.line,
+                    "severity": str(p.severity),
+                    "message": p.message,
+                }
                 for p in probs
             ]
             for path, probs in self.policies.problems().items()
@@ -922,26 +938,25 @@ class Agent:
         raise ControlError(f"no flow or peer named {name!r}")
 
     async def _cmd_rekey(self, request: dict[str, Any]) -> str:
-        """Rekey now, like ``swanctl --rekey``: a flow's CHILD SAs, or a peer's IKE SA."""
+        """Rekey now: a flow's CHILD SAs, or a peer's IKE SA (RFC 7296 1.3.2, 1.3.3)."""
         name = str(request.get("name", ""))
         now = time.monotonic()
+        peer = self.flows[name].peer.name if name in self.flows else name
+        if name not in self.flows and name not in self.policies.peers:
+            raise ControlError(f"no flow or peer named {name!r}")
+        sa = self.ike.sa_for(peer)
+        if sa is None or not sa.established:
+            raise ControlError(f"no established IKE SA with {peer}")
         if name in self.flows:
-            state = self.flows[name]
-            sa = self.ike.sa_for(state.peer.name)
-            spis = [] if sa is None else [c.spi_in for c in sa.children.values() if c.name == name]
-            if sa is None or not spis:
+            spis = [c.spi_in for c in sa.children.values() if c.name == name and c.live]
+            if not spis:
                 raise ControlError(f"flow {name} has no CHILD SA to rekey")
             for spi in spis:
                 sa.rekey_child(spi, now)
             what = f"rekeying the CHILD SAs of {name}"
-        elif name in self.policies.peers:
-            sa = self.ike.sa_for(name)
-            if sa is None or not sa.established:
-                raise ControlError(f"no established IKE SA with {name}")
+        else:
             sa.rekey(now)
             what = f"rekeying the IKE SA with {name}"
-        else:
-            raise ControlError(f"no flow or peer named {name!r}")
         self._flush_ike()
         self._schedule_timer()
         return what

@@ -246,10 +246,18 @@ def run_demo(
         counts, lines = summarize_capture(frames, stream(NBYTES))
         print(f"\n=== the wire (veth of b, {len(frames)} frames)")
         print("\n".join(lines))
+        if cap.dropped != 0:  # a packet tcpdump never saw could have been cleartext
+            print(f"  tcpdump lost packets ({cap.dropped}): the capture proves nothing")
         clear23 = counts.get("cleartext tcp/23", 0)
         esp = counts.get("ESP", 0) + counts.get("ESP-in-UDP", 0)
         clear80 = counts.get("cleartext tcp/80", 0)
-        verdict = clear23 == 0 and counts["payload_visible"] == 0 and esp > 0 and clear80 > 0
+        verdict = (
+            cap.dropped == 0
+            and clear23 == 0
+            and counts["payload_visible"] == 0
+            and esp > 0
+            and clear80 > 0
+        )
         print(
             "\nRESULT: "
             + (

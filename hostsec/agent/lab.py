@@ -217,6 +217,11 @@ class AgentLab:
         return request(self.run_dir(host), command, arguments, timeout=5.0)
 
     def close(self) -> None:
+        # SIGTERM to every agent first, then wait: they tear down side by side.
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
         for name in list(self.agents):
             with contextlib.suppress(Exception):
                 self.stop_agent(name)
@@ -324,7 +329,7 @@ def flow_toml(name: str, peer: str, **settings: object) -> str:
 
 
 def agent_toml(**ike: float) -> str:
-    """A ``hostsec.toml`` with an ``[ike]`` table (keepalive, retransmit_*)."""
+    """A ``hostsec.toml`` with an ``[ike]`` table (nat_keepalive, retransmit_*)."""
     return "[ike]\n" + "".join(f"{k} = {v}\n" for k, v in ike.items())
 
 

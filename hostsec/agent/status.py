@@ -57,6 +57,8 @@ def format_status(status: dict[str, Any]) -> str:
                     algo += f"-{sa['key_bits']}"
                 if sa.get("integrity"):
                     algo += f"/{sa['integrity']}"
+                if sa.get("replay_window") == 0:
+                    algo += ", no anti-replay"
                 encap = " in UDP" if sa.get("udp_encapsulation") else ""
                 head = f"{sa['direction']:3} {sa['protocol'].upper()} {sa['spi']}"
                 lines.append(
@@ -79,5 +81,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("policy problems:")
         for path, problems in sorted(errors.items()):
             for p in problems:
-                lines.append(f"  {path}:{p['line']}: {p['severity']}: {p['message']}")
+                where = p.get("file") or path
+                if p["line"]:
+                    where += f":{p['line']}"
+                lines.append(f"  {where}: {p['severity']}: {p['message']}")
     return "\n".join(lines)

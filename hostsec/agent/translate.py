@@ -66,6 +66,19 @@ def flow_selectors(flow: Flow, peer: Peer, local: IPAddress) -> Selectors:
     return Selectors(local_ts, remote_ts)
 
 
+def manual_replay_window(flow: Flow) -> int:
+    """The anti-replay window of a manually keyed flow's inbound SAs: off (0) unless the
+    flow sets ``replay_window`` itself.
+
+    A manual SA is never re-established, so a sender that restarts (a crash, a reboot)
+    counts from sequence number 1 again while its peer's window still sits at the old
+    count: with anti-replay on, the peer drops the flow as replays until it restarts too.
+    RFC 4301 4.4.2.1 names manually keyed SAs as the case where the receiver disables
+    anti-replay (RFC 4303 3.4.3); ``ip xfrm state`` and setkey default to no window too.
+    """
+    return flow.replay_window if "replay_window" in dict(flow.lines) else 0
+
+
 def manual_sa_configs(
     flow: Flow, peer: Peer, keys: ManualKeys, local: IPAddress
 ) -> tuple[list[SAConfig], list[SAConfig]]:
@@ -73,6 +86,7 @@ def manual_sa_configs(
 
     ESP comes first in each list, then AH (the order a bundle takes)."""
     selectors = flow_selectors(flow, peer, local)
+    replay_window = manual_replay_window(flow)
     encap = UdpEncapsulation(4500, 4500) if peer.encapsulation == "force" else None
 
     def config(sa: ManualSA, direction: Direction) -> SAConfig:
@@ -88,7 +102,7 @@ def manual_sa_configs(
             encryption_key=sa.encryption_key.value,
             integrity_key=sa.integrity_key.value,
             esn=sa.esn,
-            replay_window=flow.replay_window,
+            replay_window=replay_window,
             encapsulation=encap if sa.protocol is Protocol.ESP else None,
             selectors=selectors if direction is Direction.INBOUND else None,
         )
@@ -189,11 +203,10 @@ def ike_config(
     local: IPAddress,
     credentials: IkeCredentials,
     own_identity: Identity | None = None,
-    keepalive: float = 20.0,
     retransmit: Retransmit | None = None,
+    keepalive: float = 20.0,
 ) -> IkeConfig:
-    """The IKEv2 configuration of a peer and its IKE-keyed flows (``keepalive`` and
-    ``retransmit``: the agent's [ike] settings)."""
+    """The IKEv2 configuration of a peer and its IKE-keyed flows."""
     if credentials.cert_auth is not None:
         auth: PskAuth | CertAuth = credentials.cert_auth
         default_id = own_identity or credentials.cert_auth.credentials.identity
@@ -219,8 +232,8 @@ def ike_config(
         lifetimes=Lifetimes.from_lifetime(float(peer.ike_lifetime)),
         dpd=float(peer.dpd) if peer.dpd else None,
         encapsulation=str(peer.encapsulation),
-        keepalive=keepalive,
         retransmit=retransmit or Retransmit(),
+        keepalive=keepalive,
     )
 
 

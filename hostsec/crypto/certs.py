@@ -129,6 +129,81 @@ def parse_dn(text: str) -> x509.Name:
     return x509.Name.from_rfc4514_string(",".join(reversed(parts)), _DN_ATTRIBUTE_NAMES)
 
 
+_DN_STRINGS = {  # ASN.1 string tags of DirectoryString and friends -> codec
+    0x0C: "utf-8",  # UTF8String
+    0x12: "ascii",  # NumericString
+    0x13: "ascii",  # PrintableString
+    0x14: "latin-1",  # TeletexString (T61), as everyone treats it
+    0x16: "ascii",  # IA5String
+    0x1C: "utf-32-be",  # UniversalString
+    0x1E: "utf-16-be",  # BMPString
+}
+
+
+def _der_tlv(data: bytes, offset: int) -> tuple[int, bytes, int]:
+    """(tag, value, offset after it) of the DER element at ``offset``; lengths checked."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated")
+    tag, length = data[offset], data[offset + 1]
+    offset += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 3 or offset + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[offset : offset + count], "big")
+        offset += count
+    if offset + length > len(data):
+        raise ValueError("truncated")
+    return tag, data[offset : offset + length], offset + length
+
+
+def _der_oid(value: bytes) -> str:
+    if not value or value[-1] & 0x80:
+        raise ValueError("bad OID")
+    arcs: list[int] = []
+    n = 0
+    for byte in value:
+        n = (n << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(n)
+            n = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def der_to_name(data: bytes) -> x509.Name | None:
+    """The DN of an ID_DER_ASN1_DN (RFC 7296 3.5), its string types made canonical so
+    that names compare by value; None when it is not a Name of string attributes."""
+    try:
+        tag, body, end = _der_tlv(data, 0)
+        if tag != 0x30 or end != len(data):
+            return None
+        rdns: list[x509.RelativeDistinguishedName] = []
+        offset = 0
+        while offset < len(body):
+            tag, rdn, offset = _der_tlv(body, offset)
+            if tag != 0x31:
+                return None
+            attributes: list[x509.NameAttribute[str]] = []
+            inner = 0
+            while inner < len(rdn):
+                tag, atv, inner = _der_tlv(rdn, inner)
+                if tag != 0x30:
+                    return None
+                oid_tag, oid, rest = _der_tlv(atv, 0)
+                value_tag, value, after = _der_tlv(atv, rest)
+                if oid_tag != 0x06 or after != len(atv) or value_tag not in _DN_STRINGS:
+                    return None
+                text = value.decode(_DN_STRINGS[value_tag])
+                attributes.append(x509.NameAttribute(x509.ObjectIdentifier(_der_oid(oid)), text))
+            if not attributes:
+                return None
+            rdns.append(x509.RelativeDistinguishedName(attributes))
+        return x509.Name(rdns)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def format_dn(name: x509.Name) -> str:
     """A DN as strongSwan prints it: ``C=CH, O=Example, CN=db1``."""
     return ", ".join(rdn.rfc4514_string(_DN_NAMES_OUT) for rdn in name.rdns)
@@ -194,6 +269,12 @@ class Identity:
             raise CertificateError("ID_IPV6_ADDR is not 16 octets")
         if not data:
             raise CertificateError("empty identification data")
+        if kind == IdType.DER_ASN1_DN:
+            # Compare DNs by value, not by string type: strongSwan encodes a configured
+            # "CN=..." as PrintableString where certificates usually hold UTF8String.
+            name = der_to_name(data)
+            if name is not None:
+                return cls(kind, name.public_bytes(), name)
         return cls(kind, data)
 
     def __str__(self) -> str:

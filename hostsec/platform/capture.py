@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import select
 import signal
 import struct
@@ -33,6 +34,8 @@ LINKTYPE_LINUX_SLL2 = 276
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_VLAN = (0x8100, 0x88A8)
+MAX_FRAME = 65552  # an Ethernet header and a 64 KiB GSO packet: nothing is cut off
+_DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,8 @@ class Capture:
 
     ``start`` returns once tcpdump says it is listening, so nothing sent afterwards is
     missed; ``stop`` sends SIGINT (tcpdump flushes and exits) and reaps the process.
+    After ``stop``, ``dropped`` is how many packets the kernel dropped before tcpdump
+    read them (None if tcpdump did not say): a capture that proves an absence needs 0.
     """
 
     def __init__(
@@ -200,7 +205,8 @@ class Capture:
         interface: str,
         path: str | Path,
         bpf: str = "",
-        snaplen: int = 0,
+        snaplen: int = MAX_FRAME,
+        buffer_kib: int = 131072,
     ) -> None:
         self.path = Path(path)
         self._argv = [
@@ -211,6 +217,11 @@ class Capture:
             "-n",
             "-U",  # packet-buffered: every packet reaches the file when written
             "--immediate-mode",
+            # The kernel ring, in KiB. In immediate mode libpcap gives every packet a slot
+            # of the snapshot length (veths do GSO: no MTU cap), so tcpdump's defaults
+            # (2 MiB, 256 KiB slots) hold 8 packets and lose packets of any fast transfer.
+            "-B",
+            str(buffer_kib),
             "-Z",
             "root",  # do not drop to user tcpdump: it may not write to self.path
             "-s",
@@ -222,6 +233,7 @@ class Capture:
             self._argv.append(bpf)
         self._proc: subprocess.Popen[bytes] | None = None
         self.stderr = ""
+        self.dropped: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -262,6 +274,8 @@ class Capture:
                 os.kill(proc.pid, signal.SIGKILL)
                 _, err = proc.communicate()
             self.stderr += err.decode(errors="replace")
+            found = _DROPPED.search(self.stderr)
+            self.dropped = int(found.group(1)) if found else None
         if not self.path.exists():
             return []
         return summarize(self.path)

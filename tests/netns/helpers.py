@@ -72,8 +72,9 @@ def tcp_echo_server(conn: Connection, port: int, family: int = socket.AF_INET) -
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
-def try_connect(address: str, port: int, timeout: float = 1.0, mark: int | None = None) -> str:
-    """ "connected", "timeout", or the errno name of a failed TCP connect."""
+def try_connect(address: str, port: int, timeout: float = 5.0, mark: int | None = None) -> str:
+    """ "connected", "timeout", or the errno name of a failed TCP connect. Checks that
+    expect "connected" keep the generous default timeout (a loaded CI machine)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     if mark is not None:

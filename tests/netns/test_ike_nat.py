@@ -24,7 +24,7 @@ from hostsec.wire.udpencap import NON_ESP_MARKER
 pytestmark = pytest.mark.netns
 
 NBYTES = 1_000_000
-KEEPALIVE = 1  # seconds ([ike] keepalive in a's hostsec.toml)
+KEEPALIVE = 1  # seconds ([ike] nat_keepalive in a's hostsec.toml)
 UDP_TIMEOUT = 3  # seconds the router keeps an idle UDP mapping (conntrack)
 IKE: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"], "dpd": "off"}
 
@@ -49,7 +49,7 @@ def test_transport_mode_through_nat(random_ports: bool) -> None:
             psk_peer(lab, "b", "a", public_a, local_id="b.test", remote_id="a.test", **IKE)
             + server,
         )
-        lab.write_file("a", "hostsec.toml", agent_toml(keepalive=KEEPALIVE))
+        lab.write_file("a", "hostsec.toml", agent_toml(nat_keepalive=KEEPALIVE))
         lab.start_agents()
         lab.serve_echo("b", 23)
         outside = lab.capture_outside()

@@ -151,7 +151,9 @@ def test_telnet_crosses_the_wire_only_as_esp(pair, udp: bool) -> None:
     frames = cap.stop()
 
     esp = [f for f in frames if f.is_esp]
-    assert len(esp) > 500
+    assert esp
+    if cap.dropped == 0:  # under heavy load tcpdump may lose frames: then no exact count
+        assert len(esp) > 500
     assert all((f.protocol == 17) == udp for f in esp)
     assert not [f for f in frames if f.uses_port(6, 23)], "cleartext tcp/23 on the wire"
     assert not [f for f in frames if marker in f.packet]

@@ -78,7 +78,7 @@ def test_client_rule_catches_exactly_tcp_23_to_the_peer(pair) -> None:
         cap = b.capture("toa")
         assert a.call(try_connect, "198.51.100.2", 23, 1.0) == "timeout"  # into the TUN
         assert a.call(try_connect, "198.51.100.2", 80) == "connected"  # in the clear
-        assert a.call(try_connect, "198.51.100.2", 23, 0.5, BYPASS_MARK) == "connected"
+        assert a.call(try_connect, "198.51.100.2", 23, 5.0, BYPASS_MARK) == "connected"
         frames = cap.stop()
         seen = collect(holder.conn, 0.5)
 
