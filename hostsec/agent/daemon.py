@@ -659,7 +659,10 @@ class Agent:
                 else:
                     self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                     state.outbound_spi = None
-                    state.state = "trap"
+                    # Back to trap, unless the SA went with a failure (authentication) that
+                    # the flow's state shows until the next attempt.
+                    if state.state != "failed":
+                        state.state = "trap"
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 
