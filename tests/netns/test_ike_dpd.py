@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 
+from hostsec.agent.daemon import IDLE_CHECK
 from hostsec.agent.lab import AgentLab, agent_toml, psk_peer, telnet_flows
 
 pytestmark = pytest.mark.netns
 
 DPD = 5  # seconds (the policy's minimum)
 RETRANSMIT = {"retransmit_timeout": 0.5, "retransmit_base": 1.5, "retransmit_tries": 2}
-# Silence for DPD seconds, then the check and its retransmissions go unanswered.
-BUDGET = DPD + sum(0.5 * 1.5**n for n in range(2 + 1))
+# Silence for DPD seconds (the agent notes the peer's ESP as liveness every IDLE_CHECK
+# seconds, so the last traffic may be seen that much late), then the liveness check and its
+# retransmissions go unanswered.
+BUDGET = DPD + IDLE_CHECK + sum(0.5 * 1.5**n for n in range(2 + 1))
 SLACK = 1.5  # the agent's timer tick (1 s) and status polling
 
 
