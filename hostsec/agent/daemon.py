@@ -208,7 +208,11 @@ class Agent:
         # flows dropped until drop_leftovers() below.
         self._os_call(self.router.start)
         self._os_call(self.firewall.start)
-        self.tun = self._os_call(LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu))
+        # virtio-net header: the inbound worker writes TCP super-packets (GSO); no TSO
+        # reads, whose checksums would have to be computed in Python (hostsec.agent.worker)
+        self.tun = self._os_call(
+            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True)
+        )
         self.udp4 = UdpSocket(4, 4500)
         self.ike500 = UdpSocket(4, 500)
         self.ike500.setblocking(False)
@@ -922,6 +926,8 @@ class Agent:
             "ike_drops": dict(self.ike.drops),
             "auth_failures": dict(self.auth_failures),
             "send_errors": out_stats.get("send_errors", {}),
+            # system calls and batching of the data path (hostsec.agent.worker)
+            "datapath_io": {"out": out_stats.get("io", {}), "in": in_stats.get("io", {})},
             "keepalives_received": in_stats.get("keepalives", 0),
             "policy_errors": problems,
         }

@@ -24,6 +24,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Self
 
+from pyroute2.ethtool import Ethtool
+
 from hostsec.agent.control import ControlError, request, socket_path
 from hostsec.agent.echo import stream
 from hostsec.platform.capture import Capture
@@ -32,13 +34,33 @@ from hostsec.platform.netns import Host, Lab
 AGENT_START_TIMEOUT = 15.0
 
 
+def _no_udp_segmentation(ifname: str) -> None:
+    """``ethtool -K IFNAME tx-udp-segmentation off`` in this thread's namespace."""
+    with Ethtool() as ethtool:
+        features = ethtool.get_features(ifname)
+        features.features["tx-udp-segmentation"].enable = False
+        ethtool.set_features(ifname, features)
+
+
 class AgentLab:
     """Hosts ``a`` (198.51.100.1) and ``b`` (198.51.100.2) on one veth link."""
 
-    def __init__(self, prefix: str = "hsag", hosts: tuple[str, ...] = ("a", "b")) -> None:
+    def __init__(
+        self,
+        prefix: str = "hsag",
+        hosts: tuple[str, ...] = ("a", "b"),
+        wire_datagrams: bool = True,
+    ) -> None:
+        """``wire_datagrams``: the veth splits the agents' UDP_SEGMENT runs into datagrams
+        as a NIC puts them on a wire, so that a capture shows each ESP-in-UDP packet (a
+        veth otherwise hands the run over whole, and tcpdump sees one large frame);
+        False for benchmarks, which then compare with the bare veth passing TCP unsplit."""
         self.lab = Lab(prefix=prefix)
         self.hosts: dict[str, Host] = {name: self.lab.add_host(name, ipv6=False) for name in hosts}
         self.link = self.lab.connect(self.hosts[hosts[0]], self.hosts[hosts[1]])
+        if wire_datagrams:
+            for name in hosts:
+                self.hosts[name].call(_no_udp_segmentation, self.interface(name))
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self.root = self.lab.workdir

@@ -8,12 +8,29 @@ worker receives ESP and AH on raw sockets and ESP-in-UDP on the NAT-T socket, an
 the inner packets into the TUN device. Every packet decision is made by the sans-I/O
 objects of :mod:`hostsec.ipsec.dataplane`; this module only moves bytes.
 
+Packets cross the kernel boundary in batches wherever Linux allows it (PERFORMANCE.md):
+the TUN device carries a virtio-net header, so decrypted TCP enters it as super-packets
+(consecutive segments merged by :func:`~hostsec.ipsec.offload.coalesce_tcp`, one write,
+the kernel's TCP handles one 64 KB packet instead of ~45); ESP-in-UDP leaves in
+``UDP_SEGMENT`` runs and arrives ``UDP_GRO``-coalesced; the TUN device and the sockets
+are read until empty (bounded) before the packets go on. Raw ESP/AH sockets have no
+batching: one packet per system call. A batch is handled packet by packet by the engine
+(every check and counter as for a single packet) and is bounded (:data:`BATCH`,
+:data:`MAX_SEGMENTS`, :data:`ROUNDS`), so the control channel is never starved.
+
+The agent does not let the TUN device hand out TSO super-packets: every segment split
+from one needs its TCP checksum computed here, which costs more in Python (~3 µs for
+1400 octets) than the read the kernel saves (measured: more CPU per GB and less
+throughput, BENCHMARKS.md). The worker still splits any it gets
+(:func:`~hostsec.ipsec.offload.segment_tcp`), and completes partial checksums.
+
 A worker dies with the agent (PR_SET_PDEATHSIG, and end of file on its channel): the
 blackhole routes then keep protected flows dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -25,15 +42,52 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from hostsec.agent import messages as m
-from hostsec.ipsec.dataplane import Inbound, Outbound, Output, Transmit
-from hostsec.platform.linux.sockets import IPPROTO_AH, IPPROTO_ESP, RawReceiver, RawSender
-from hostsec.wire.udpencap import Datagram
+from hostsec.ipsec.dataplane import (
+    Inbound,
+    Outbound,
+    Output,
+    Transmit,
+    split_datagrams,
+    udp_runs,
+)
+from hostsec.ipsec.errors import Malformed, PacketDropped
+from hostsec.ipsec.offload import coalesce_tcp, complete_checksum, segment_tcp
+from hostsec.platform.linux.sockets import (
+    GRO_ANCILLARY,
+    IPPROTO_AH,
+    IPPROTO_ESP,
+    MAX_GSO_SEGMENTS,
+    MAX_UDP_PAYLOAD,
+    RawReceiver,
+    RawSender,
+    enable_gro,
+    gro_segment_size,
+    send_segments,
+)
+from hostsec.platform.linux.tun import (
+    PLAIN_VNET_HDR,
+    VNET_F_NEEDS_CSUM,
+    VNET_GSO_ECN,
+    VNET_GSO_NONE,
+    VNET_GSO_TCPV4,
+    VNET_GSO_TCPV6,
+    VNET_HDR_LEN,
+    VnetHeader,
+    has_vnet_header,
+    tcp_gso_header,
+)
 
 log = logging.getLogger("hostsec.worker")
 
-BATCH = 64  # packets handled per readiness event before looking at the control channel
+BATCH = 64  # system calls per batch before the packets are handed on
+MAX_SEGMENTS = 128  # packets (segments of super-packets) per batch
+ROUNDS = 16  # batches per readiness event before the control channel gets a look
+SOCKET_BUFFER = 8 << 20  # socket buffers: a burst of 64 KB runs must not overflow them
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 EVENT_INTERVAL = 0.25  # seconds between collections of SA events
 MAX_PACKET = 65535
 _IP_PKTINFO = 8
@@ -93,33 +147,163 @@ def _text(packed: bytes, cache: dict[bytes, str]) -> str:
     return text
 
 
+def _errno_key(exc: BaseException) -> str:
+    return errno.errorcode.get(getattr(exc, "errno", 0) or 0, type(exc).__name__)
+
+
+def _bump(counters: dict[str, int], key: str, n: int = 1) -> None:
+    counters[key] = counters.get(key, 0) + n
+
+
+# ------------------------------------------------------------------------ outbound
+
+
+class _Transmitter:
+    """Sends the outputs of the outbound engine: complete IP packets on raw sockets, one
+    per system call; ESP-in-UDP in runs of one size to one peer per ``sendmsg``
+    (``UDP_SEGMENT``). The NAT-T socket is shared with the inbound worker, which makes it
+    non-blocking: a full send buffer is waited for here, never a reason to drop."""
+
+    def __init__(self, udp: dict[int, socket.socket], io: dict[str, int]) -> None:
+        self.udp = udp
+        self.io = io
+        self.raw: dict[int, RawSender] = {}
+        self.names: dict[bytes, str] = {}
+        self.errors: dict[str, int] = {}
+        self.gso = True
+        for sock in udp.values():
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, SOCKET_BUFFER)
+
+    def _raw_sendto(self, dst: bytes) -> tuple[Callable[..., int], tuple[str, int]]:
+        """The raw socket's ``sendto`` for packets to ``dst``, and the address to give it."""
+        version = 4 if len(dst) == 4 else 6
+        sender = self.raw.get(version)
+        if sender is None:
+            sender = self.raw[version] = RawSender(version, sndbuf=SOCKET_BUFFER)
+        return sender.sock.sendto, (_text(dst, self.names), 0)
+
+    def send(self, outputs: list[Output]) -> None:
+        udp_seen = False
+        raw_sent = 0
+        last_dst = b""
+        sendto: Callable[..., int] | None = None
+        address = ("", 0)
+        for how, dst, _port, data in outputs:
+            if how is not Transmit.IP:
+                udp_seen = True
+                continue
+            try:
+                if dst is not last_dst or sendto is None:  # one flow: the same object
+                    sendto, address = self._raw_sendto(dst)
+                    last_dst = dst
+                sendto(data, address)
+                raw_sent += 1
+            except OSError as exc:
+                _bump(self.errors, _errno_key(exc))
+        if raw_sent:
+            _bump(self.io, "raw_sends", raw_sent)
+        if not udp_seen:
+            return
+        if not self.gso:
+            for how, dst, port, data in outputs:
+                if how is Transmit.UDP:
+                    self._send_udp(dst, port, 0, [data])
+            return
+        for dst, port, size, buffers in udp_runs(outputs, MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD):
+            self._send_udp(dst, port, size, buffers)
+
+    def _send_udp(self, dst: bytes, port: int, size: int, buffers: list[bytes]) -> None:
+        text = self.names.get(dst) or _text(dst, self.names)
+        sock = self.udp.get(4 if len(dst) == 4 else 6)
+        if sock is None:
+            _bump(self.errors, "no_socket", len(buffers))
+            return
+        for _attempt in range(100):
+            try:
+                send_segments(sock, buffers, size, (text, port))
+            except BlockingIOError:
+                select.select([], [sock], [], 0.01)  # the buffer drains: wait, do not drop
+                continue
+            except OSError as exc:
+                if len(buffers) > 1 and exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT):
+                    # The kernel refuses UDP_SEGMENT (too old, or a path that cannot).
+                    log.warning("UDP_SEGMENT refused (%s): one datagram per send", exc)
+                    self.gso = False
+                    for data in buffers:
+                        self._send_udp(dst, port, 0, [data])
+                    return
+                _bump(self.errors, _errno_key(exc), len(buffers))
+                return
+            io = self.io
+            io["udp_sends"] = io.get("udp_sends", 0) + 1
+            io["udp_datagrams"] = io.get("udp_datagrams", 0) + len(buffers)
+            return
+        _bump(self.errors, "EAGAIN", len(buffers))
+
+
+def _read_tun(
+    tun_fd: int, vnet: bool, packets: list[bytes], drops: dict[str, int], io: dict[str, int]
+) -> int:
+    """Read the TUN device until it is empty or a batch is full; the packets (segments of
+    super-packets, checksums completed) are appended to ``packets``; returns the reads."""
+    read = os.read
+    size = MAX_PACKET + VNET_HDR_LEN
+    reads = 0
+    append = packets.append
+    while reads < BATCH and len(packets) < MAX_SEGMENTS:
+        try:
+            data = read(tun_fd, size)
+        except BlockingIOError:
+            break
+        reads += 1
+        if not vnet:
+            append(data)
+        elif data[:VNET_HDR_LEN] == PLAIN_VNET_HDR:
+            append(data[VNET_HDR_LEN:])
+        else:
+            try:
+                segments = _offloaded(data)
+            except PacketDropped as exc:  # fail closed: what cannot be split is dropped
+                _bump(drops, f"offload_{exc.reason.value}")
+                continue
+            if len(segments) > 1:
+                _bump(io, "tun_super_packets")
+            packets.extend(segments)
+    if reads:
+        _bump(io, "tun_reads", reads)
+    return reads
+
+
+def _offloaded(data: bytes) -> list[bytes]:
+    """What a TUN read with a non-trivial virtio-net header carries, as plain packets."""
+    header = VnetHeader.unpack(data)
+    packet = data[VNET_HDR_LEN:]
+    gso = header.gso_type & ~VNET_GSO_ECN
+    if gso in (VNET_GSO_TCPV4, VNET_GSO_TCPV6):
+        return segment_tcp(packet, header.gso_size)
+    if gso != VNET_GSO_NONE:
+        raise Malformed(f"unexpected GSO type {header.gso_type}")
+    if header.flags & VNET_F_NEEDS_CSUM:
+        return [complete_checksum(packet, header.csum_start, header.csum_offset)]
+    return [packet]
+
+
 def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket]) -> None:
     """The outbound loop: TUN -> SPD -> protect -> socket. ``udp``: NAT-T sockets by IP
     version (port 4500, shared with the agent)."""
     engine = Outbound()
-    raw: dict[int, RawSender] = {}
-    names: dict[bytes, str] = {}
+    vnet = has_vnet_header(tun_fd)
+    io: dict[str, int] = {}
+    tx = _Transmitter(udp, io)
     os.set_blocking(tun_fd, False)
     poller = select.poll()
     poller.register(tun_fd, select.POLLIN)
     poller.register(ctl.fileno(), select.POLLIN)
-    errors: dict[str, int] = {}
     last_events = time.monotonic()
 
     def transmit(out: Output) -> None:
-        how, dst, port, data = out
-        version = 4 if len(dst) == 4 else 6
-        try:
-            if how is Transmit.UDP:
-                udp[version].sendto(data, (_text(dst, names), port))
-            else:
-                sender = raw.get(version)
-                if sender is None:
-                    sender = raw[version] = RawSender(version)
-                sender.send(data)
-        except (OSError, KeyError, ValueError) as exc:
-            key = errno.errorcode.get(getattr(exc, "errno", 0) or 0, type(exc).__name__)
-            errors[key] = errors.get(key, 0) + 1
+        tx.send([out])
 
     ctl_fd = ctl.fileno()
     while True:
@@ -127,15 +311,13 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
         # looked up (else the packet that should start IKE is dropped as "no_policy").
         for fd, flags in sorted(poller.poll(250), key=lambda item: item[0] != ctl_fd):
             if fd == tun_fd:
-                process = engine.process
-                for _ in range(BATCH):
-                    try:
-                        packet = os.read(tun_fd, MAX_PACKET)
-                    except BlockingIOError:
-                        break
-                    out = process(packet)
-                    if out is not None:
-                        transmit(out)
+                for _round in range(ROUNDS):
+                    packets: list[bytes] = []
+                    reads = _read_tun(tun_fd, vnet, packets, engine.drops, io)
+                    if packets:
+                        tx.send(engine.process_many(packets))
+                    if reads < BATCH and len(packets) < MAX_SEGMENTS:
+                        break  # the device is empty
                 urgent = engine.take_acquires()
                 if urgent:  # a trap fired: IKE should start now, not at the next tick
                     send_message(ctl, m.Events(urgent))
@@ -144,7 +326,7 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
             if messages is None:
                 return
             for message in messages:
-                _outbound_command(engine, message, ctl, transmit, errors)
+                _outbound_command(engine, message, ctl, transmit, tx.errors, io)
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now
@@ -159,6 +341,7 @@ def _outbound_command(
     ctl: socket.socket,
     transmit: object,
     errors: dict[str, int],
+    io: dict[str, int],
 ) -> None:
     now = time.monotonic()
     if isinstance(message, m.AddFlow):
@@ -187,10 +370,14 @@ def _outbound_command(
             "sas": sas,
             "drops": dict(engine.drops),
             "send_errors": dict(errors),
+            "io": dict(io),
         }
         send_message(ctl, m.Stats(message.token, "out", data))
     else:
         send_message(ctl, m.Error(f"outbound worker: unknown message {type(message).__name__}"))
+
+
+# ------------------------------------------------------------------------ inbound
 
 
 def _pktinfo_dst(ancillary: list[tuple[int, int, bytes]]) -> bytes | None:
@@ -203,72 +390,96 @@ def _pktinfo_dst(ancillary: list[tuple[int, int, bytes]]) -> bytes | None:
     return None
 
 
+class _TunWriter:
+    """Writes inner packets into the TUN device; with a virtio-net header, consecutive
+    segments of one TCP connection go as one super-packet (:func:`coalesce_tcp`)."""
+
+    def __init__(self, tun_fd: int, vnet: bool, io: dict[str, int]) -> None:
+        self.fd = tun_fd
+        self.vnet = vnet
+        self.merge = vnet
+        self.io = io
+        self.errors = 0
+
+    def write(self, packets: list[bytes]) -> None:
+        fd = self.fd
+        io = self.io
+        if not self.merge or len(packets) == 1:
+            for packet in packets:
+                try:
+                    if self.vnet:
+                        os.writev(fd, (PLAIN_VNET_HDR, packet))
+                    else:
+                        os.write(fd, packet)
+                except OSError:
+                    self.errors += 1
+            io["tun_writes"] = io.get("tun_writes", 0) + len(packets)
+            return
+        writev = os.writev
+        writes = merged = 0
+        for size, header_len, start, parts in coalesce_tcp(packets):
+            writes += 1
+            try:
+                if size:
+                    writev(fd, [tcp_gso_header(size, header_len, start, False), *parts])
+                    merged += len(parts) - 1
+                else:
+                    writev(fd, (PLAIN_VNET_HDR, parts[0]))
+            except OSError as exc:
+                self.errors += 1
+                if size and exc.errno == errno.EINVAL:
+                    log.warning("TUN refuses TCP super-packets (%s): one packet per write", exc)
+                    self.merge = False
+        io["tun_writes"] = io.get("tun_writes", 0) + writes
+        if merged:
+            io["tun_merged_packets"] = io.get("tun_merged_packets", 0) + merged
+
+
 def run_inbound(
     ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket], versions: tuple[int, ...]
 ) -> None:
     """The inbound loop: socket -> SAD -> unprotect -> TUN. IKE datagrams arriving on the
     NAT-T port go to the agent."""
     engine = Inbound()
+    io: dict[str, int] = {}
+    writer = _TunWriter(tun_fd, has_vnet_header(tun_fd), io)
     poller = select.poll()
     raws: dict[int, RawReceiver] = {}
     for version in versions:
         for protocol in (IPPROTO_ESP, IPPROTO_AH):
-            receiver = RawReceiver(protocol, version)
+            receiver = RawReceiver(protocol, version, rcvbuf=SOCKET_BUFFER)
             receiver.setblocking(False)
             raws[receiver.fileno()] = receiver
             poller.register(receiver.fileno(), select.POLLIN)
     udps: dict[int, tuple[int, socket.socket]] = {}
     for version, sock in udp.items():
         sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, SOCKET_BUFFER)
+        enable_gro(sock)
         udps[sock.fileno()] = (version, sock)
         poller.register(sock.fileno(), select.POLLIN)
     poller.register(ctl.fileno(), select.POLLIN)
-    write_errors = [0]
     last_events = time.monotonic()
-    cmsg_space = socket.CMSG_SPACE(32)
-
-    def deliver(inner: bytes | None) -> None:
-        if inner is not None:
-            try:
-                os.write(tun_fd, inner)
-            except OSError:
-                write_errors[0] += 1
-
     ctl_fd = ctl.fileno()
+    addresses: dict[str, bytes] = {}
+
     while True:
         # Control messages first: an SA installed together with the packets that need it.
         for fd, flags in sorted(poller.poll(250), key=lambda item: item[0] != ctl_fd):
             raw_receiver = raws.get(fd)
             if raw_receiver is not None:
-                for _ in range(BATCH):
-                    try:
-                        packet = raw_receiver.recv(MAX_PACKET)
-                    except BlockingIOError:
-                        break
-                    deliver(engine.process_ip(packet.packet))
+                _receive_raw(engine, writer, raw_receiver, io)
                 continue
             entry = udps.get(fd)
             if entry is not None:
-                version, sock = entry
-                family = socket.AF_INET if version == 4 else socket.AF_INET6
-                for _ in range(BATCH):
-                    try:
-                        data, ancillary, _flags, addr = sock.recvmsg(MAX_PACKET, cmsg_space)
-                    except BlockingIOError:
-                        break
-                    src = socket.inet_pton(family, addr[0].split("%", 1)[0])
-                    dst = _pktinfo_dst(ancillary) or b""
-                    kind, inner = engine.process_udp(data, src, dst)
-                    if kind is Datagram.IKE:
-                        send_message(ctl, m.IkeDatagram(data, addr[0], addr[1], dst))
-                    else:
-                        deliver(inner)
+                _receive_udp(engine, writer, ctl, entry, addresses, io)
                 continue
             messages = _queued(ctl, flags)
             if messages is None:
                 return
             for message in messages:
-                _inbound_command(engine, message, ctl, write_errors[0])
+                _inbound_command(engine, message, ctl, writer)
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now
@@ -277,7 +488,76 @@ def run_inbound(
                 send_message(ctl, m.Events(list(events)))
 
 
-def _inbound_command(engine: Inbound, message: object, ctl: socket.socket, errors: int) -> None:
+def _receive_raw(
+    engine: Inbound, writer: _TunWriter, receiver: RawReceiver, io: dict[str, int]
+) -> None:
+    """Read a raw ESP/AH socket until it is empty (bounded): one packet per read."""
+    # IPv4 raw sockets give the whole packet; IPv6 ones need the header rebuilt
+    recv = receiver.sock.recv if receiver.version == 4 else receiver.recv_packet
+    for _round in range(ROUNDS):
+        received: list[bytes] = []
+        append = received.append
+        for _ in range(BATCH):
+            try:
+                append(recv(MAX_PACKET))
+            except BlockingIOError:
+                break
+        if not received:
+            return
+        io["raw_reads"] = io.get("raw_reads", 0) + len(received)
+        inner: list[bytes] = []
+        engine.process_ip_many(received, inner)
+        if inner:
+            writer.write(inner)
+        if len(received) < BATCH:
+            return
+
+
+def _receive_udp(
+    engine: Inbound,
+    writer: _TunWriter,
+    ctl: socket.socket,
+    entry: tuple[int, socket.socket],
+    addresses: dict[str, bytes],
+    io: dict[str, int],
+) -> None:
+    """Read the NAT-T socket until it is empty (bounded): ESP to the TUN device, IKE to
+    the agent. A ``UDP_GRO`` read holds many datagrams of one peer, split here."""
+    version, sock = entry
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    recvmsg = sock.recvmsg
+    for _round in range(ROUNDS):
+        inner: list[bytes] = []
+        reads = coalesced = 0
+        while reads < BATCH and len(inner) < MAX_SEGMENTS:
+            try:
+                data, ancillary, _flags, addr = recvmsg(MAX_PACKET, GRO_ANCILLARY)
+            except BlockingIOError:
+                break
+            reads += 1
+            host = addr[0]
+            src = addresses.get(host)
+            if src is None:
+                src = addresses[host] = socket.inet_pton(family, host.split("%", 1)[0])
+            dst = _pktinfo_dst(ancillary) or b""
+            payloads = split_datagrams(data, gro_segment_size(ancillary))
+            if len(payloads) > 1:
+                coalesced += len(payloads)
+            for ike in engine.process_udp_many(payloads, src, dst, inner):
+                send_message(ctl, m.IkeDatagram(ike, host, addr[1], dst))
+        if reads:
+            io["udp_reads"] = io.get("udp_reads", 0) + reads
+            if coalesced:
+                io["udp_gro_datagrams"] = io.get("udp_gro_datagrams", 0) + coalesced
+        if inner:
+            writer.write(inner)
+        if reads < BATCH and len(inner) < MAX_SEGMENTS:
+            return
+
+
+def _inbound_command(
+    engine: Inbound, message: object, ctl: socket.socket, writer: _TunWriter
+) -> None:
     now = time.monotonic()
     if isinstance(message, m.InstallInbound):
         try:
@@ -293,7 +573,8 @@ def _inbound_command(engine: Inbound, message: object, ctl: socket.socket, error
             "sas": sas,
             "drops": drops,
             "keepalives": engine.keepalives,
-            "tun_write_errors": errors,
+            "tun_write_errors": writer.errors,
+            "io": dict(writer.io),
         }
         send_message(ctl, m.Stats(message.token, "in", data))
     else:

@@ -26,7 +26,11 @@ Every socket is marked (``SO_MARK``) with the routing bypass mark, so that the p
 rules of :mod:`hostsec.platform.linux.routing` never send the agent's own packets into
 the TUN.
 
-Not yet: ``UDP_SEGMENT`` sends and ``UDP_GRO`` receives (PERFORMANCE.md: batching).
+Batching (PERFORMANCE.md): :func:`send_segments` hands the kernel many ESP-in-UDP
+datagrams of one size to one peer in one ``sendmsg`` (``UDP_SEGMENT``, UDP GSO; they stay
+one buffer through a veth or a NIC with UDP segmentation offload); :func:`enable_gro` lets
+a socket receive such runs coalesced (``UDP_GRO``), :func:`gro_segment_size` reads the
+size to split them by. Raw sockets have no such batching.
 """
 
 from __future__ import annotations
@@ -53,6 +57,17 @@ _IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _ANCILLARY = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + 64
+SOL_UDP = 17
+UDP_SEGMENT = 103  # <linux/udp.h>
+UDP_GRO = 104
+#: UDP_MAX_SEGMENTS of Linux before 6.9 (later kernels take 128)
+MAX_GSO_SEGMENTS = 64
+#: the largest UDP payload of one IPv4 datagram (and so of one GSO send)
+MAX_UDP_PAYLOAD = 65535 - 20 - 8
+#: ancillary space for UDP_GRO (an int) and IP_PKTINFO / IPV6_PKTINFO
+GRO_ANCILLARY = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + 32
+_U16_NATIVE = struct.Struct("=H")
+_INT = struct.Struct("=i")
 
 
 def _family(version: int) -> int:
@@ -89,6 +104,11 @@ class RawSender:
         if len(packet) < 40 or packet[0] >> 4 != 6:
             raise ValueError("not an IPv6 packet")
         return self.sock.sendto(packet, (socket.inet_ntop(socket.AF_INET6, packet[24:40]), 0))
+
+    def send_to(self, packet: bytes, destination: str) -> int:
+        """Send ``packet`` whose header names ``destination`` (its text form, which the
+        caller caches): the data path's per-packet call, without re-parsing."""
+        return self.sock.sendto(packet, (destination, 0))
 
     def close(self) -> None:
         self.sock.close()
@@ -129,6 +149,12 @@ class RawReceiver:
 
     def setblocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
+
+    def recv_packet(self, size: int = 65535) -> bytes:
+        """Only the complete IP packet of :meth:`recv` (IPv4: straight from the socket)."""
+        if self.version == 4:
+            return self.sock.recv(size)
+        return self.recv(size).packet
 
     def recv(self, size: int = 65535) -> RawPacket:
         if self.version == 4:
@@ -214,3 +240,37 @@ class UdpSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# ------------------------------------------------------------------ UDP GSO / GRO (Linux)
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Let ``sock`` receive runs of same-size datagrams coalesced (``UDP_GRO``, Linux 5.0);
+    False if the kernel does not know it."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The size of the datagrams a ``UDP_GRO`` read coalesced, 0 if it is one datagram."""
+    for level, kind, data in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 2:
+            # an int (Linux puts the u16 gso_size in an int)
+            size: int = _INT.unpack(data[:4])[0] if len(data) >= 4 else _U16_NATIVE.unpack(data)[0]
+            return size
+    return 0
+
+
+def send_segments(
+    sock: socket.socket, buffers: list[bytes], size: int, address: tuple[str, int]
+) -> int:
+    """Send ``buffers`` to ``address`` as datagrams: each buffer one datagram of ``size``
+    octets but the last, which may be shorter, in one ``sendmsg`` (``UDP_SEGMENT``). The
+    caller keeps to :data:`MAX_GSO_SEGMENTS` and :data:`MAX_UDP_PAYLOAD`."""
+    if len(buffers) == 1:
+        return sock.sendto(buffers[0], address)
+    return sock.sendmsg(buffers, [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))], 0, address)

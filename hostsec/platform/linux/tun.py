@@ -20,8 +20,13 @@ is close-on-exec, so a program the agent runs cannot keep the device alive; fork
 workers of the data path must die with the agent (``PR_SET_PDEATHSIG``) for the same
 reason.
 
-Not yet: ``IFF_VNET_HDR`` with ``TUNSETOFFLOAD`` (64 KB GSO reads, see PERFORMANCE.md)
-and ``IFF_MULTI_QUEUE``; the readers and writers of one descriptor are enough for one
+With ``vnet_hdr`` every read and write starts with a virtio-net header
+(:class:`VnetHeader`, ``IFF_VNET_HDR``): a writer may then hand the kernel a TCP
+super-packet (a GSO packet, like one NIC receive offload assembled) in one system call,
+and with ``offload`` (``TUNSETOFFLOAD``) the kernel may hand the reader TCP super-packets
+of up to 64 KB (TSO) and packets whose checksum is left partial. What a header asks for
+is the reader's job (:mod:`hostsec.ipsec.offload` splits and completes). Not yet:
+``IFF_MULTI_QUEUE``; the readers and writers of one descriptor are enough for one
 process per direction.
 """
 
@@ -30,7 +35,9 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pytun
 from pyroute2 import IPRoute
@@ -39,8 +46,84 @@ from hostsec.platform.linux import sysctl
 
 DEFAULT_NAME = "hostsec0"
 DEFAULT_MTU = 1400
+DEFAULT_TXQUEUELEN = 2048
 MIN_MTU = 576  # RFC 791: every IPv4 host must accept 576-octet datagrams
 MIN_MTU_V6 = 1280  # RFC 8200 5
+
+# <linux/if_tun.h>
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUNGETIFF = 0x800454D2  # _IOR('T', 210, unsigned int)
+TUN_F_CSUM = 0x01  # the reader takes packets with a partial checksum
+TUN_F_TSO4 = 0x02  # ... and TCP/IPv4 super-packets
+TUN_F_TSO6 = 0x04  # ... and TCP/IPv6 super-packets
+TUN_F_TSO_ECN = 0x08
+OFFLOAD_TSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+
+# <linux/virtio_net.h>: struct virtio_net_hdr, in host byte order on a TUN device
+VNET_HDR_LEN = 10
+VNET_F_NEEDS_CSUM = 0x01  # checksum at csum_start + csum_offset is partial
+VNET_F_DATA_VALID = 0x02  # checksum already verified
+VNET_GSO_NONE = 0
+VNET_GSO_TCPV4 = 1
+VNET_GSO_UDP = 3
+VNET_GSO_TCPV6 = 4
+VNET_GSO_ECN = 0x80
+_VNET = struct.Struct("=BBHHHH")
+_IFREQ = struct.Struct("16sH22x")
+
+
+class VnetHeader(NamedTuple):
+    """struct virtio_net_hdr: what a packet read from or written to the TUN device is."""
+
+    flags: int = 0
+    gso_type: int = VNET_GSO_NONE
+    hdr_len: int = 0
+    gso_size: int = 0
+    csum_start: int = 0
+    csum_offset: int = 0
+
+    def pack(self) -> bytes:
+        return _VNET.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> VnetHeader:
+        """The header at the start of ``data`` (at least :data:`VNET_HDR_LEN` octets)."""
+        return cls(*_VNET.unpack_from(data))
+
+
+#: The header of a plain packet: no offload, the kernel checks the checksum.
+PLAIN_VNET_HDR = VnetHeader().pack()
+
+
+def tcp_gso_header(segment_size: int, header_len: int, csum_start: int, ipv6: bool) -> bytes:
+    """The header of a TCP super-packet written to the TUN device: segments of
+    ``segment_size`` payload octets, TCP checksum partial (pseudo-header sum in the field)."""
+    return _VNET.pack(
+        VNET_F_NEEDS_CSUM,
+        VNET_GSO_TCPV6 if ipv6 else VNET_GSO_TCPV4,
+        header_len,
+        segment_size,
+        csum_start,
+        16,  # offsetof(struct tcphdr, check)
+    )
+
+
+def tun_flags(fd: int) -> int:
+    """The IFF_* flags of the TUN device open on ``fd`` (``TUNGETIFF``)."""
+    result = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
+    flags: int = _IFREQ.unpack(result)[1]
+    return flags
+
+
+def has_vnet_header(fd: int) -> bool:
+    """True if reads and writes on ``fd`` carry a virtio-net header."""
+    return bool(tun_flags(fd) & IFF_VNET_HDR)
+
+
+def set_offload(fd: int, flags: int) -> None:
+    """``TUNSETOFFLOAD``: which offloads the reader of ``fd`` accepts (TUN_F_*)."""
+    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +141,14 @@ class TunConfig:
     # The TUN's own rp_filter; None: 2 with ipv4_address, else 0 (see the module text).
     rp_filter: int | None = None
     nonblocking: bool = False
-    txqueuelen: int | None = None
+    # Packets the kernel queues for the reader. Linux drops what does not fit, and TCP
+    # small queues let one connection have ~1 MB (750+ packets) in flight below it: the
+    # default of 500 turns a reader's hiccup into retransmits. None: the kernel's default.
+    txqueuelen: int | None = DEFAULT_TXQUEUELEN
+    # Reads and writes carry a virtio-net header (IFF_VNET_HDR): GSO writes.
+    vnet_hdr: bool = False
+    # TUN_F_* offloads the reader accepts (needs vnet_hdr), e.g. OFFLOAD_TSO; 0: none.
+    offload: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.name) <= 15 or "/" in self.name or self.name in (".", ".."):
@@ -68,6 +158,8 @@ class TunConfig:
             raise ValueError(f"TUN MTU must be {floor} to 65535")
         if self.rp_filter not in (None, 0, 1, 2):
             raise ValueError("rp_filter is 0, 1 or 2")
+        if self.offload and not self.vnet_hdr:
+            raise ValueError("offloads need the virtio-net header (vnet_hdr)")
 
     @property
     def own_rp_filter(self) -> int:
@@ -81,11 +173,16 @@ class LinuxTun:
 
     def __init__(self, config: TunConfig = TunConfig()) -> None:
         self.config = config
-        self._dev = pytun.TunTapDevice(name=config.name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        flags = pytun.IFF_TUN | pytun.IFF_NO_PI
+        if config.vnet_hdr:
+            flags |= IFF_VNET_HDR
+        self._dev = pytun.TunTapDevice(name=config.name, flags=flags)
         try:
             fd: int = self._dev.fileno()
             flags = fcntl.fcntl(fd, fcntl.F_GETFD)
             fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)  # pytun leaves it off
+            if config.vnet_hdr:
+                set_offload(fd, config.offload)
             if config.nonblocking:
                 os.set_blocking(fd, False)
             self._name: str = self._dev.name
@@ -130,10 +227,16 @@ class LinuxTun:
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def vnet_hdr(self) -> bool:
+        return self.config.vnet_hdr
+
     def read(self, size: int = 65535) -> bytes:
+        """One packet (with ``vnet_hdr``: preceded by its :class:`VnetHeader`)."""
         return os.read(self._fd, size)
 
     def write(self, packet: bytes) -> int:
+        """Write one packet (with ``vnet_hdr``: preceded by its :class:`VnetHeader`)."""
         return os.write(self._fd, packet)
 
     def close(self) -> None:
