@@ -295,6 +295,11 @@ class NatAgentLab(AgentLab):
                 random=" random" if random_ports else "",
             )
             router.run(["nft", "-f", "-"], input=ruleset)
+            # Each ESP-in-UDP packet crosses as a datagram, as on a wire (see AgentLab).
+            for host, link in ((a, self.inside), (router, self.inside)):
+                host.call(_no_udp_segmentation, link.interface_of(host))
+            for host, link in ((router, self.outside), (b, self.outside)):
+                host.call(_no_udp_segmentation, link.interface_of(host))
             if udp_timeout is not None:  # how long the NAT keeps an idle UDP mapping
                 router.sysctl("net/netfilter/nf_conntrack_udp_timeout", udp_timeout)
                 router.sysctl("net/netfilter/nf_conntrack_udp_timeout_stream", udp_timeout)
