@@ -109,12 +109,40 @@ def _add_up_down(commands: _Commands[argparse.ArgumentParser]) -> None:
         cmd = commands.add_parser(name, help=helptext)
         cmd.add_argument("name", metavar="PEER|FLOW")
         cmd.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"default {DEFAULT_RUN_DIR}")
+        if name == "up":
+            cmd.add_argument(
+                "--wait",
+                action="store_true",
+                help="return once the IKE SA and CHILD SAs are up or failed; exit status 1 "
+                "unless all are up",
+            )
+            cmd.add_argument(
+                "--timeout", type=float, default=30.0, help="seconds to wait (default 30)"
+            )
         cmd.set_defaults(func=_up_down, verb=name)
 
 
 def _up_down(args: argparse.Namespace) -> int:
-    from hostsec.agent.control import ControlError
+    from hostsec.agent.control import ControlError, request
 
+    if getattr(args, "wait", False):
+        try:
+            result = request(
+                Path(args.run_dir),
+                "up",
+                {"name": args.name, "wait": True, "timeout": args.timeout},
+                timeout=args.timeout + 10.0,
+            )
+        except ControlError as exc:
+            print(f"hostsec up: {exc}", file=sys.stderr)
+            return 1
+        assert isinstance(result, dict)
+        for flow, state in sorted(result["flows"].items()):
+            error = f": {state['error']}" if state["error"] else ""
+            print(f"{flow}: {state['state']}{error}")
+        what = "up" if result["ok"] else "timed out" if result["timed_out"] else "not up"
+        print(f"{args.name}: {what} after {result['elapsed'] * 1000:.1f} ms")
+        return 0 if result["ok"] else 1
     try:
         print(_request(args, args.verb, name=args.name))
     except ControlError as exc:

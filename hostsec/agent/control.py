@@ -49,7 +49,10 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            # A deep backlog: many `hostsec up --wait` clients may connect at once.
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), backlog=1024
+            )
         finally:
             os.umask(old)
         mode = 0o600

@@ -66,6 +66,7 @@ from hostsec.ipsec.sa import LifetimeExpired, SAConfig
 from hostsec.platform.linux.firewall import FirewallConfig, NftablesFirewall
 from hostsec.platform.linux.routing import LinuxPolicyRouter, RoutingConfig
 from hostsec.platform.linux.sockets import UdpSocket
+from hostsec.platform.linux.sysctl import ipv6_available
 from hostsec.platform.linux.tun import LinuxTun, TunConfig
 from hostsec.policy import (
     Auth,
@@ -167,8 +168,9 @@ class Agent:
             FirewallConfig(table=config.nft_table, tun=config.interface)
         )
         self.tun: LinuxTun | None = None
-        self.udp4: UdpSocket | None = None
-        self.ike500: UdpSocket | None = None
+        self.nat_t: dict[int, UdpSocket] = {}  # UDP 4500 by IP version
+        self.ike500: dict[int, UdpSocket] = {}  # UDP 500 by IP version
+        self.ipv6 = False
         self.datapath: DataPath | None = None
         self.control: ControlServer | None = None
         self.watcher: Any = None
@@ -180,6 +182,9 @@ class Agent:
         self._retransmit = Retransmit(
             config.retransmit_timeout, config.retransmit_base, config.retransmit_tries
         )
+        # `up` requests waiting for flows, by flow: futures set to the time the flow came
+        # up or failed (time.monotonic()).
+        self._waiters: dict[str, list[asyncio.Future[float]]] = {}
 
     def _os_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a routing/firewall operation on the OS thread and wait for it."""
@@ -210,17 +215,22 @@ class Agent:
         self._os_call(self.firewall.start)
         # virtio-net header: the inbound worker writes TCP super-packets (GSO); no TSO
         # reads, whose checksums would have to be computed in Python (hostsec.agent.worker)
+        self.ipv6 = ipv6_available()
         self.tun = self._os_call(
-            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True)
+            LinuxTun, TunConfig(name=cfg.interface, mtu=cfg.mtu, vnet_hdr=True, ipv6=self.ipv6)
         )
-        self.udp4 = UdpSocket(4, 4500)
-        self.ike500 = UdpSocket(4, 500)
-        self.ike500.setblocking(False)
-        self._loop.add_reader(self.ike500.fileno(), self._ike_readable, self.ike500)
+        # IKE on UDP 500 (here) and 4500 (received by the inbound worker, which also gets
+        # ESP in UDP there), for IPv4 and, when the host has it, IPv6.
+        versions = (4, 6) if self.ipv6 else (4,)
+        for version in versions:
+            self.nat_t[version] = UdpSocket(version, 4500)
+            ike = self.ike500[version] = UdpSocket(version, 500)
+            ike.setblocking(False)
+            self._loop.add_reader(ike.fileno(), self._ike_readable, ike)
         self.datapath = DataPath(
             self.tun.fileno(),
-            {4: self.udp4.fileno()},
-            False,
+            {v: sock.fileno() for v, sock in self.nat_t.items()},
+            self.ipv6,
             self._on_worker_message,
             self._on_worker_death,
         )
@@ -273,7 +283,7 @@ class Agent:
         if self.datapath is not None:
             self.datapath.stop()
         loop = self._loop
-        for sock in (self.ike500, self.udp4):
+        for sock in (*self.ike500.values(), *self.nat_t.values()):
             if sock is not None:
                 if loop is not None:
                     with contextlib.suppress(Exception):
@@ -423,9 +433,11 @@ class Agent:
         self.flows[flow.name] = state
         match = flow_match(flow, peer)
         try:
-            self._os_call(self.router.add_flow, match, local, self.config.mtu)
+            # Firewall first: if steering the flow into the TUN fails, its plaintext is
+            # still dropped both ways (fail closed).
             if flow.require:
                 self._os_call(self.firewall.add_flow, match)
+            self._os_call(self.router.add_flow, match, local, self.config.mtu)
         except Exception as exc:  # the OS refused: keep the agent, report the flow
             log.error("flow %s: cannot install routing/firewall: %s", flow.name, exc)
             state.state, state.error = "failed", str(exc)
@@ -550,16 +562,20 @@ class Agent:
             for item in out:
                 self._send_ike(item)
             if not events and not out:
-                return
+                break
+        if self._waiters:
+            self._wake_waiters()
 
     def _send_ike(self, item: Transmit | NatKeepalive) -> None:
         local, remote = item.local, item.remote
         data = item.data if isinstance(item, Transmit) else NAT_KEEPALIVE
-        sock = self.udp4 if local[1] == 4500 else self.ike500
+        sockets = self.nat_t if local[1] == 4500 else self.ike500
+        sock = sockets.get(remote[0].version)
         if sock is None:
+            log.warning("no IPv%d socket for IKE to %s", remote[0].version, remote[0])
             return
         try:
-            sock.send(data, remote[0], remote[1])
+            sock.send(data, remote[0], remote[1], source=local[0])
         except OSError as exc:
             log.warning("cannot send IKE to %s:%d: %s", remote[0], remote[1], exc)
 
@@ -938,18 +954,74 @@ class Agent:
             return None
         return round(sa.rekey_at - now, 1)
 
-    async def _cmd_up(self, request: dict[str, Any]) -> str:
+    async def _cmd_up(self, request: dict[str, Any]) -> str | dict[str, Any]:
+        """Initiate a flow, or every flow of a peer. With ``wait``, answer once each is up
+        or failed (or ``timeout`` seconds passed): the state of each flow and ``elapsed``,
+        the seconds from the request to the last one, measured here (no client start-up)."""
         name = str(request.get("name", ""))
         now = time.monotonic()
         if name in self.flows:
-            self._initiate(name, now)
-            return f"initiating {name}"
-        if name in self.policies.peers:
-            for state in self.flows.values():
-                if state.peer.name == name:
-                    self._initiate(state.flow.name, now)
-            return f"initiating the flows of {name}"
-        raise ControlError(f"no flow or peer named {name!r}")
+            names = [name]
+        elif name in self.policies.peers:
+            names = [s.flow.name for s in self.flows.values() if s.peer.name == name]
+        else:
+            raise ControlError(f"no flow or peer named {name!r}")
+        if not request.get("wait"):
+            for flow in names:
+                self._initiate(flow, now)
+            return f"initiating {name}" if name in self.flows else f"initiating the flows of {name}"
+        try:
+            timeout = float(request.get("timeout", 30.0))
+        except (TypeError, ValueError):
+            raise ControlError("timeout must be a number of seconds") from None
+        assert self._loop is not None
+        waiting: list[asyncio.Future[float]] = []
+        for flow in names:
+            if self.flows[flow].state == "up":
+                continue  # nothing to negotiate
+            future: asyncio.Future[float] = self._loop.create_future()
+            self._waiters.setdefault(flow, []).append(future)
+            waiting.append(future)
+            self._initiate(flow, now)
+        self._wake_waiters()  # flows that failed at once (no IKE configuration)
+        if waiting:
+            _done, pending = await asyncio.wait(waiting, timeout=max(0.0, timeout))
+            for future in pending:
+                future.cancel()
+            for flow in names:
+                left = [f for f in self._waiters.get(flow, []) if not f.done()]
+                if left:
+                    self._waiters[flow] = left
+                else:
+                    self._waiters.pop(flow, None)
+        ends = [f.result() for f in waiting if f.done() and not f.cancelled()]
+        flows = {}
+        for flow in names:
+            state = self.flows.get(flow)
+            flows[flow] = {
+                "state": state.state if state is not None else "removed",
+                "error": state.error if state is not None else "",
+            }
+        return {
+            "name": name,
+            "ok": all(f["state"] == "up" for f in flows.values()),
+            "timed_out": len(ends) < len(waiting),
+            "elapsed": round(max(ends, default=now) - now, 6),
+            "started": now,  # the agent's time.monotonic(), to relate concurrent requests
+            "finished": max(ends, default=now),
+            "flows": flows,
+        }
+
+    def _wake_waiters(self) -> None:
+        """Answer the ``up --wait`` requests whose flows are up or failed (or removed)."""
+        now = time.monotonic()
+        for flow in list(self._waiters):
+            state = self.flows.get(flow)
+            if state is not None and state.state not in ("up", "failed"):
+                continue
+            for future in self._waiters.pop(flow):
+                if not future.done():
+                    future.set_result(now)
 
     async def _cmd_down(self, request: dict[str, Any]) -> str:
         name = str(request.get("name", ""))

@@ -50,14 +50,17 @@ class AgentLab:
         prefix: str = "hsag",
         hosts: tuple[str, ...] = ("a", "b"),
         wire_datagrams: bool = True,
+        ipv6: bool = False,
     ) -> None:
-        """``wire_datagrams``: the veth splits the agents' UDP_SEGMENT runs into datagrams
-        as a NIC puts them on a wire, so that a capture shows each ESP-in-UDP packet (a
-        veth otherwise hands the run over whole, and tcpdump sees one large frame);
+        """``ipv6``: the hosts also get 2001:db8::1 and ::2 on the link (see
+        :meth:`address`). ``wire_datagrams``: the veth splits the agents' UDP_SEGMENT runs
+        into datagrams as a NIC puts them on a wire, so that a capture shows each
+        ESP-in-UDP packet (a veth otherwise hands the run over whole, and tcpdump sees one
+        large frame);
         False for benchmarks, which then compare with the bare veth passing TCP unsplit."""
         self.lab = Lab(prefix=prefix)
-        self.hosts: dict[str, Host] = {name: self.lab.add_host(name, ipv6=False) for name in hosts}
-        self.link = self.lab.connect(self.hosts[hosts[0]], self.hosts[hosts[1]])
+        self.hosts: dict[str, Host] = {name: self.lab.add_host(name, ipv6=ipv6) for name in hosts}
+        self.link = self.lab.connect(self.hosts[hosts[0]], self.hosts[hosts[1]], ipv6=ipv6)
         if wire_datagrams:
             for name in hosts:
                 self.hosts[name].call(_no_udp_segmentation, self.interface(name))
@@ -73,8 +76,8 @@ class AgentLab:
 
     # ------------------------------------------------------------------ files
 
-    def address(self, name: str) -> str:
-        return str(self.hosts[name].ip)
+    def address(self, name: str, version: int = 4) -> str:
+        return str(self.hosts[name].address(version))
 
     def interface(self, name: str) -> str:
         return self.link.interface_of(self.hosts[name])
@@ -201,8 +204,9 @@ class AgentLab:
 
     # ------------------------------------------------------------------ traffic
 
-    def serve_echo(self, name: str, port: int) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "hostsec.agent.echo", "serve", self.address(name), str(port)]
+    def serve_echo(self, name: str, port: int, version: int = 4) -> subprocess.Popen[bytes]:
+        address = self.address(name, version)
+        argv = [sys.executable, "-m", "hostsec.agent.echo", "serve", address, str(port)]
         proc = self.hosts[name].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None
         proc.stdout.readline()  # {"listening": ...}

@@ -35,7 +35,15 @@ def _routes(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _nft_flows(state: dict[str, Any]) -> list[str]:
-    return sorted(item["rule"]["comment"] for item in state["nft"] if "rule" in item)
+    """The flows the agent's nftables table enforces (each has an inbound and an outbound
+    rule; the outbound chain's first rule accepts the agent's own packets)."""
+    return sorted(
+        {
+            item["rule"]["comment"]
+            for item in state["nft"]
+            if "rule" in item and str(item["rule"].get("comment", "")).startswith("hostsec flow")
+        }
+    )
 
 
 def _wait_tun_gone(host: Host, name: str = "hostsec0", timeout: float = 5.0) -> dict[str, Any]:

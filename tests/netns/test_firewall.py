@@ -188,3 +188,34 @@ def test_every_protocol_flow_spares_esp_ike_and_neighbour_discovery(pair) -> Non
         dropped = fw.dropped()
         fw.stop()
     assert dropped["all6"] >= 1 and dropped["all4"] >= 1
+
+
+def test_outbound_plaintext_is_dropped_when_the_steering_rule_is_missing(pair) -> None:
+    """Defence in depth: with no policy rule sending the flow into the TUN (not installed,
+    or flushed by hand), its packets would leave in the clear; the output chain drops
+    them. Other ports, and the agent's own marked packets, pass."""
+    a, b = pair  # a is the telnet client, without its routing rule
+    wait_ready(b.spawn(tcp_echo_server, 23))
+    wait_ready(b.spawn(tcp_echo_server, 80))
+    fw = _firewall(a)
+    client_flow = FlowMatch.to_host("telnet-to-b", "198.51.100.2", 6, remote_port=23)
+    with a.entered():
+        fw.add_flow(client_flow)
+    ruleset = _nft(a)
+    assert 'oifname != "hostsec0" ip daddr 198.51.100.2 tcp dport 23 counter' in ruleset
+    cap = b.capture("toa")
+    assert a.call(try_connect, "198.51.100.2", 23, 1.0) != "connected"
+    assert a.call(try_connect, "198.51.100.2", 80) == "connected"
+    frames = cap.stop()
+    assert not [f for f in frames if f.dport == 23], "plaintext tcp/23 left the client"
+    assert [f for f in frames if f.dport == 80]
+    # The agent's own packets carry the bypass mark and leave (the reply to this one is
+    # plaintext tcp/23 from the peer, which the inbound chain drops: no connection).
+    cap = b.capture("toa")
+    mark = FirewallConfig().bypass_mark
+    a.call(try_connect, "198.51.100.2", 23, 1.0, mark)
+    frames = cap.stop()
+    assert [f for f in frames if f.dport == 23 and f.src == "198.51.100.1"]
+    with a.entered():
+        assert fw.dropped()["telnet-to-b"] >= 2  # the SYN out, the SYN-ACK in
+        fw.stop()

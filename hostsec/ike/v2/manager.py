@@ -79,6 +79,16 @@ class IkeManager:
         # Every responder SA by the IKE_SA_INIT that created it, until it dies: a late
         # retransmission of that request must not create another SA (RFC 7296 2.1).
         self._inits: dict[tuple[bytes, bytes, int], IkeSA] = {}
+        # Where each SA is filed (its key in ``sas``, its IKE_SA_INIT in ``_inits`` and
+        # ``_half_open``): filing and forgetting cost the same with thousands of SAs.
+        self._key_of: dict[IkeSA, tuple[bytes, bytes]] = {}
+        self._init_of: dict[IkeSA, tuple[bytes, bytes, int]] = {}
+        # Each filed SA's next_timer(), as of the last time it was handled or collected
+        # (the agent asks for the next timer after every datagram). An SA only gets an
+        # earlier timer by handling something (collected then) or by sending (collected
+        # by poll); handle_timer looks at every SA again, so a timer that went stale
+        # (later) costs one early wake-up.
+        self._timers: dict[IkeSA, float | None] = {}
         self._spis: set[tuple[Protocol, int]] = set()
         self._out: list[Transmit | NatKeepalive] = []
         self._events: list[Event] = []
@@ -99,13 +109,22 @@ class IkeManager:
     # ------------------------------------------------------------------ SA bookkeeping
 
     def register(self, sa: IkeSA) -> None:
+        self._unfile(sa)
         self.sas[sa.id] = sa
+        self._key_of[sa] = sa.id
+        self._timers[sa] = sa.next_timer()
+
+    def _unfile(self, sa: IkeSA) -> None:
+        key = self._key_of.pop(sa, None)
+        if key is not None and self.sas.get(key) is sa:
+            del self.sas[key]
+        self._timers.pop(sa, None)
 
     def forget(self, sa: IkeSA) -> None:
-        for key in [k for k, v in self.sas.items() if v is sa]:
-            del self.sas[key]
+        self._unfile(sa)
         self.half_open_done(sa)
-        for init in [k for k, v in self._inits.items() if v is sa]:
+        init = self._init_of.pop(sa, None)
+        if init is not None and self._inits.get(init) is sa:
             del self._inits[init]
         out, events = sa.poll()
         self._out += out
@@ -113,9 +132,7 @@ class IkeManager:
 
     def rekeyed_spis(self, sa: IkeSA) -> None:
         """The initiator learnt SPIr: re-key the table entry from (SPIi, 0)."""
-        for key in [k for k, v in self.sas.items() if v is sa]:
-            del self.sas[key]
-        self.sas[sa.id] = sa
+        self.register(sa)
 
     def new_ike_spi(self) -> bytes:
         while True:
@@ -268,6 +285,8 @@ class IkeManager:
             if t is not None and now >= t:
                 sa.handle_timer(now)
                 self._collect(sa)
+        # Every timer looked at again: what went stale (later, or the SA gone) is dropped.
+        self._timers = {sa: sa.next_timer() for sa in self.sas.values()}
         due = [r for r in self._retry if r[0] <= now]
         self._retry = [r for r in self._retry if r[0] > now]
         for _, peer, config in due:
@@ -275,7 +294,7 @@ class IkeManager:
                 self.initiate(peer, [config], now)
 
     def next_timer(self) -> float | None:
-        times = [t for sa in self.sas.values() if (t := sa.next_timer()) is not None]
+        times = [t for t in self._timers.values() if t is not None]
         times += [r[0] for r in self._retry]
         times.append(self.cookies.next_timer())
         return min(times) if times else None
@@ -288,8 +307,12 @@ class IkeManager:
     # ------------------------------------------------------------------ output
 
     def poll(self) -> tuple[list[Transmit | NatKeepalive], list[Event]]:
-        for sa in list(self.sas.values()):
-            self._collect(sa)
+        # Every SA, as something may have been queued outside the entry points above (the
+        # agent calls an SA's methods directly); only the few with something to say are
+        # collected (the agent polls after every datagram, with thousands of SAs up).
+        for sa in self.sas.values():
+            if sa.out or sa.events or sa.replaced_by is not None:
+                self._collect(sa)
         out, events = self._out, self._events
         self._out, self._events = [], []
         return out, events
@@ -298,11 +321,16 @@ class IkeManager:
         out, events = sa.poll()
         self._out += out
         self._events += events
+        if sa in self._timers:
+            self._timers[sa] = sa.next_timer()
         # New IKE SAs spawned by a rekey collect through the same path.
-        if sa.replaced_by is not None:
-            o2, e2 = sa.replaced_by.poll()
+        new = sa.replaced_by
+        if new is not None:
+            o2, e2 = new.poll()
             self._out += o2
             self._events += e2
+            if new in self._timers:
+                self._timers[new] = new.next_timer()
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -410,6 +438,7 @@ class IkeManager:
         self.register(sa)
         self._half_open[key] = sa
         self._inits[key] = sa
+        self._init_of[sa] = key
         self._collect(sa)
 
     def _answer_unsupported(
@@ -431,5 +460,6 @@ class IkeManager:
         self._send_plain(reply, [Notify.unsupported_critical_payload(exc.payload_type)], dst, src)
 
     def half_open_done(self, sa: IkeSA) -> None:
-        for key in [k for k, v in self._half_open.items() if v is sa]:
+        key = self._init_of.get(sa)
+        if key is not None and self._half_open.get(key) is sa:
             del self._half_open[key]

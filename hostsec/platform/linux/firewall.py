@@ -13,6 +13,15 @@ A flow of every protocol must not drop the protected traffic itself nor what the
 network needs, so it becomes: every protocol but UDP, ESP, AH (and ICMPv6); UDP except
 the local IKE/NAT-T ports; ICMPv6 except neighbour discovery.
 
+A second chain on the output hook drops the flow's outbound packets that would leave
+by any interface but the TUN device (defence in depth: if the policy rule that steers
+them into the TUN is missing - not installed, or flushed by hand - they are dropped, not
+sent in the clear). The agent's own packets (ESP, AH, IKE) carry the routing bypass mark
+and are accepted first:
+
+    meta mark & 0x01000000 == 0x01000000 accept
+    oifname != "hostsec0" ip daddr PEER meta l4proto tcp th dport 23 counter drop
+
 The whole table is written in one ``nft -j -f -`` transaction on every change (JSON:
 nothing a flow name contains can be read as syntax): "add table; delete table; add
 table ...". That replaces a crashed run's table atomically and works whether it exists
@@ -48,6 +57,7 @@ class FirewallConfig:
     priority: int = -300  # NF_IP_PRI_RAW: before conntrack
     ike_ports: tuple[int, ...] = (500, 4500)  # local UDP ports never dropped (IKE, NAT-T)
     nft: str = "nft"
+    bypass_mark: int = 0x0100_0000  # SO_MARK of the agent's own sockets (routing.BYPASS_MARK)
 
     def __post_init__(self) -> None:
         if not _TABLE_NAME.match(self.table):
@@ -153,29 +163,74 @@ class NftablesFirewall:
                 rule.append(_match(_payload("th", "dport"), _set(covered), "!="))
         return [rule]
 
+    def _outbound_rules_of(self, flow: FlowMatch) -> list[list[dict[str, Any]]]:
+        """The match expressions of the drop rules for ``flow``'s outbound plaintext that
+        would leave by another interface than the TUN device."""
+        ip = "ip" if flow.version == 4 else "ip6"
+        base = [_match(_meta("oifname"), self.config.tun, "!=")]
+        base.append(_match(_payload(ip, "daddr"), _prefix(flow.remote)))
+        if flow.local is not None:
+            base.append(_match(_payload(ip, "saddr"), _prefix(flow.local)))
+        if flow.protocol == 0:
+            if flow.version == 6:  # neighbour discovery must reach the peer
+                return [
+                    [*base, _match(_meta("l4proto"), 58, "!=")],
+                    _icmp6_rule(base),
+                ]
+            return [base]
+        rule = [*base, _match(_meta("l4proto"), flow.protocol)]
+        if flow.remote_ports is not None and not flow.remote_ports.is_any:
+            rule.append(_match(_payload("th", "dport"), _ports(flow.remote_ports)))
+        if flow.local_ports is not None and not flow.local_ports.is_any:
+            rule.append(_match(_payload("th", "sport"), _ports(flow.local_ports)))
+        return [rule]
+
     def _document(self) -> dict[str, Any]:
         table = self._table()
-        chain = {
-            **{"family": "inet", "table": self.config.table, "name": "inbound"},
-            **{"type": "filter", "hook": "prerouting", "prio": self.config.priority},
+        family_table = {"family": "inet", "table": self.config.table}
+        inbound = {
+            **family_table,
+            **{"name": "inbound", "type": "filter", "hook": "prerouting"},
+            **{"prio": self.config.priority, "policy": "accept"},
+        }
+        outbound = {
+            **family_table,
+            **{"name": "outbound", "type": "filter", "hook": "output", "prio": 0},
             "policy": "accept",
         }
+        mark = self.config.bypass_mark
         commands: list[dict[str, Any]] = [
             {"add": {"table": table}},
             {"delete": {"table": table}},
             {"add": {"table": table}},
-            {"add": {"chain": chain}},
+            {"add": {"chain": inbound}},
+            {"add": {"chain": outbound}},
+            {
+                "add": {
+                    "rule": {
+                        **family_table,
+                        "chain": "outbound",
+                        "expr": [
+                            _match({"&": [_meta("mark"), mark]}, mark),
+                            {"accept": None},
+                        ],
+                    }
+                }
+            },
         ]
         for name, flow in sorted(self._flows.items()):
-            for exprs in self._rules_of(flow):
-                rule = {
-                    "family": "inet",
-                    "table": self.config.table,
-                    "chain": "inbound",
-                    "comment": _COMMENT_PREFIX + name,
-                    "expr": [*exprs, {"counter": {"packets": 0, "bytes": 0}}, {"drop": None}],
-                }
-                commands.append({"add": {"rule": rule}})
+            for chain, rules in (
+                ("inbound", self._rules_of(flow)),
+                ("outbound", self._outbound_rules_of(flow)),
+            ):
+                for exprs in rules:
+                    rule = {
+                        **family_table,
+                        "chain": chain,
+                        "comment": _COMMENT_PREFIX + name,
+                        "expr": [*exprs, {"counter": {"packets": 0, "bytes": 0}}, {"drop": None}],
+                    }
+                    commands.append({"add": {"rule": rule}})
         return {"nftables": commands}
 
     def _write(self) -> None:

@@ -235,8 +235,25 @@ class UdpSocket:
         src = ipaddress.ip_address(addr[0].split("%", 1)[0])
         return Datagram(data, src, addr[1], dst, self.port)
 
-    def send(self, payload: bytes, address: str | IPAddress, port: int) -> int:
-        return self.sock.sendto(payload, (str(address), port))
+    def send(
+        self,
+        payload: bytes,
+        address: str | IPAddress,
+        port: int,
+        source: IPAddress | None = None,
+    ) -> int:
+        """Send ``payload`` to ``address``:``port``; from ``source`` when given (a host with
+        several addresses must answer from the one the peer talks to: IP_PKTINFO /
+        IPV6_PKTINFO on the message, the socket stays bound to the wildcard address)."""
+        if source is None or source.is_unspecified:
+            return self.sock.sendto(payload, (str(address), port))
+        if source.version == 4:
+            info = [
+                (socket.IPPROTO_IP, _IP_PKTINFO, struct.pack("=I4s4s", 0, source.packed, bytes(4)))
+            ]
+        else:
+            info = [(socket.IPPROTO_IPV6, _IPV6_PKTINFO, struct.pack("=16sI", source.packed, 0))]
+        return self.sock.sendmsg([payload], info, 0, (str(address), port))
 
     def close(self) -> None:
         self.sock.close()

@@ -1,0 +1,256 @@
+"""A strongSwan 5.9 charon in a lab host, driven through vici, for scripts/bench_ike.py.
+
+The recipe of ../shared/interop/README.md: ``charon-systemd`` (foreground, no pid file)
+with a private ``STRONGSWAN_CONF``; the userspace ``kernel-libipsec`` backend (this kernel
+has no ESP xfrm types) before ``kernel-netlink``; ``kdf`` loaded; the vici socket in the
+charon's own directory; ``allow_peer_ts`` with the fwmark pair so that host-to-host
+selectors do not route IKE itself into the TUN device. Logging is kept to level 0 so that
+the log costs the daemon about what hostsec's few INFO lines per SA cost the agent.
+
+The charon is started by :meth:`Charon.start` (through the lab host, which also ends it by
+PID when the lab closes) and stopped by PID in :meth:`Charon.stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import vici
+
+from hostsec.platform.netns import Host
+
+CHARON = "/usr/sbin/charon-systemd"
+PLUGINS = (
+    "random nonce openssl aes sha1 sha2 hmac kdf gcm gmp curve25519 pem pkcs1 pkcs8 x509 "
+    "pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici"
+)
+
+STRONGSWAN_CONF = """\
+# written by scripts/bench_swan.py (STRONGSWAN_CONF={dir}/strongswan.conf)
+charon {{
+  load = {plugins}
+  install_virtual_ip = no
+  # a new IKE_SA for every initiate, even of the same connection (benchmark: many SAs
+  # between one address pair)
+  reuse_ikesa = no
+  # No half-open limit per IP (default 5) and no COOKIEs (default from 10 half-open, 3 per
+  # IP): every strongSwan SA of the benchmark comes from one address, and with COOKIEs
+  # 5.9.8 loses the race between the IKE_SA_INIT response and its own retry with the
+  # cookie on a fast link ("ignoring request with ID 0, already processing"): a 4 s
+  # retransmission stalls every burst. hostsec keeps its COOKIEs (from 10 half-open),
+  # which cost it no measurable time here.
+  block_threshold = 100000
+  cookie_threshold = 100000
+  cookie_threshold_ip = 100000
+  filelog {{
+    log {{
+      path = {dir}/charon.log
+      append = no
+      time_format = %T
+      flush_line = no
+      default = 0
+    }}
+  }}
+  plugins {{
+    vici {{
+      socket = unix://{dir}/charon.vici
+    }}
+    kernel-libipsec {{
+      allow_peer_ts = yes
+    }}
+    socket-default {{
+      fwmark = 0x42
+    }}
+    kernel-netlink {{
+      fwmark = !0x42
+    }}
+  }}
+}}
+"""
+
+
+class CharonError(Exception):
+    """The charon did not start, or refused a vici command."""
+
+
+class Charon:
+    """One charon in ``host``; its state (config, log, vici socket) in ``directory``."""
+
+    def __init__(self, host: Host, directory: Path) -> None:
+        self.host = host
+        self.dir = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def vici_path(self) -> Path:
+        return self.dir / "charon.vici"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 15.0) -> None:
+        conf = self.dir / "strongswan.conf"
+        conf.write_text(STRONGSWAN_CONF.format(dir=self.dir, plugins=PLUGINS))
+        with contextlib.suppress(FileNotFoundError):
+            self.vici_path.unlink()
+        out = open(self.dir / "charon.stdout", "ab")  # noqa: SIM115 - the child's stdout
+        # `ip netns exec` and `env` both exec(): the PID is the daemon's.
+        argv = ["env", f"STRONGSWAN_CONF={conf}", CHARON]
+        self.proc = self.host.popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CharonError(f"charon exited ({self.proc.returncode}): {self.log()}")
+            if self.vici_path.exists():
+                try:
+                    self.session().version()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise CharonError("charon's vici socket did not appear")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "charon.log").read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def rss(self) -> int:
+        """The daemon's resident set size, octets."""
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+    # ------------------------------------------------------------------ vici
+
+    def session(self, timeout: float = 60.0) -> vici.Session:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(str(self.vici_path))
+        return vici.Session(sock)
+
+    def load_conn(self, name: str, conn: dict[str, Any]) -> None:
+        try:
+            self.session().load_conn({name: conn})
+        except vici.exception.CommandException as exc:
+            raise CharonError(f"load-conn {name}: {exc}") from None
+
+    def load_psk(self, secret: str) -> None:
+        """A PSK for every identity (no owners: the wildcard secret)."""
+        self.session().load_shared({"type": "IKE", "data": secret})
+
+    def initiate_blocking(self, session: vici.Session, conn: str, child: str) -> float:
+        """Initiate and wait for the IKE_SA and its first CHILD_SA; seconds from the
+        request to the answer. No ``control-log`` events are registered, so the request is
+        one vici round trip."""
+        message = {"ike": conn, "child": child, "timeout": 10000, "init-limits": "no"}
+        start = time.perf_counter()
+        try:
+            session.request("initiate", message)
+        except vici.exception.CommandException as exc:
+            raise CharonError(f"initiate {conn}: {exc}") from None
+        return time.perf_counter() - start
+
+    def initiate_async(self, session: vici.Session, conn: str, child: str) -> None:
+        """Start an initiation and return at once (vici ``timeout = -1``)."""
+        session.request(
+            "initiate", {"ike": conn, "child": child, "timeout": -1, "init-limits": "no"}
+        )
+
+    def count_ike_sas(self) -> int:
+        return sum(1 for _ in self.session().list_sas())
+
+    def terminate_all(self, conn: str, timeout: float = 60.0) -> None:
+        """Delete every IKE_SA of ``conn`` and wait until none is left."""
+        session = self.session()
+        with contextlib.suppress(vici.exception.CommandException):
+            for _ in session.terminate({"ike": conn, "timeout": -1}):
+                pass
+        deadline = time.monotonic() + timeout
+        while self.count_ike_sas() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def wait_sas(self, count: int, timeout: float = 60.0) -> int:
+        """Wait until ``count`` IKE_SAs are listed (or the time is up); how many are."""
+        deadline = time.monotonic() + timeout
+        n = self.count_ike_sas()
+        while n < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+            n = self.count_ike_sas()
+        return n
+
+
+class ChildWatcher:
+    """Counts ``child-updown`` events (a CHILD_SA installed) in a thread, with the time
+    each arrived (time.perf_counter())."""
+
+    def __init__(self, charon: Charon) -> None:
+        self.session = charon.session()
+        self.ups: list[float] = []
+        self.downs = 0
+        self.ike_failures = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ChildWatcher:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        events = self.session.listen(["child-updown", "ike-updown"], timeout=0.05)
+        # listen() registers on the first next(), which yields (None, None) after the
+        # timeout when nothing happens: from then on no event is missed.
+        first = next(events)
+        self._ready.set()
+        self._note(*first)
+        for kind, message in events:
+            if self._stop.is_set():
+                break
+            self._note(kind, message)
+
+    def _note(self, kind: bytes | str | None, message: dict[str, Any] | None) -> None:
+        if kind is None or message is None:
+            return
+        name = kind.decode() if isinstance(kind, bytes) else kind
+        up = message.get("up") in (b"yes", "yes")
+        if name == "child-updown":
+            if up:
+                self.ups.append(time.perf_counter())
+            else:
+                self.downs += 1
+        elif name == "ike-updown" and not up:
+            self.ike_failures += 1
+
+    def wait(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.ups) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
