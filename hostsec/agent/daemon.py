@@ -149,6 +149,9 @@ class Agent:
         self.ike_records: dict[tuple[bytes, bytes], IkeRecord] = {}
         # Outbound halves of pairs not sent on yet, by the pair's inbound SPI.
         self.pending_out: dict[int, tuple[str, str, SAConfig]] = {}
+        # Each IKE pair by its outbound SPI (its inbound one), and what it rekeyed.
+        self.pair_of_out: dict[int, int] = {}
+        self.pair_replaces: dict[int, int | None] = {}
         self.auth_failures: dict[str, str] = {}
         self.errors: list[str] = []
         self.started = time.monotonic()
@@ -632,7 +635,21 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
-        if event.outbound:
+        # Our own rekey of a pair that the peer rekeyed too (we answered it, and its pair
+        # waits or is already sent on): a collision (RFC 7296 2.8.1). Keep sending where we
+        # do; ChildSADown.replaced_by names the survivor. Switching now would leave, if our
+        # pair loses, only an outbound SA already used to go back to, and reinstalling it
+        # restarts its sequence numbers: the peer drops them as replays.
+        self.pair_of_out[event.spi_out] = event.spi_in
+        self.pair_replaces[event.spi_in] = event.replaces
+        rivals = [spi for spi, p in self.pending_out.items() if p[0] == event.child]
+        if state.outbound_spi in self.pair_of_out:
+            rivals.append(self.pair_of_out[state.outbound_spi])
+        collision = event.replaces is not None and any(
+            spi != event.spi_in and self.pair_replaces.get(spi, -1) == event.replaces
+            for spi in rivals
+        )
+        if event.outbound and not collision:
             self._install(event.child, event.ike, [outbound], [inbound], "ike", now, event.ike)
         else:
             # We answered a rekey: the peer can only receive on the new pair once our answer
@@ -654,6 +671,7 @@ class Agent:
         )  # fmt: skip
         state = self.flows.get(event.child)
         self.pending_out.pop(event.spi_in, None)  # a pair never sent on
+        self.pair_replaces.pop(event.spi_in, None)
         key_out = (event.protocol, event.spi_out, "out")
         if key_out in self.sas:  # the pair the flow sends on
             del self.sas[key_out]
@@ -684,7 +702,11 @@ class Agent:
                 else:
                     self.datapath.to_out(m.UninstallOutbound(event.child, event.spi_out))
                     state.outbound_spi = None
-                    state.state = "trap"
+                    # Back to trap, unless the SA went with a failure (authentication) that
+                    # the flow's state shows until the next attempt.
+                    if state.state != "failed":
+                        state.state = "trap"
+        self.pair_of_out.pop(event.spi_out, None)
         # The inbound half lingers a little for packets still in flight (RFC 7296 2.8).
         key_in = (event.protocol, event.spi_in, "in")
 

@@ -15,15 +15,19 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pyroute2.ethtool import Ethtool
 
 from hostsec.agent.control import ControlError, request, socket_path
+from hostsec.agent.echo import stream
 from hostsec.platform.capture import Capture
 from hostsec.platform.netns import Host, Lab
 
@@ -64,7 +68,7 @@ class AgentLab:
         self.logs: dict[str, Path] = {}
         self.root = self.lab.workdir
 
-    def __enter__(self) -> AgentLab:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,7 +197,10 @@ class AgentLab:
                 if predicate(status):
                     return status
             time.sleep(0.1)
-        raise TimeoutError(f"condition not met on {name}: {json.dumps(status)[:2000]}")
+        raise TimeoutError(
+            f"condition not met on {name}: {json.dumps(status)[:2000]}\n"
+            f"--- end of {name}'s log:\n{self.log(name)[-3000:]}"
+        )
 
     # ------------------------------------------------------------------ traffic
 
@@ -230,6 +237,11 @@ class AgentLab:
     def capture(self, name: str, path: Path | None = None) -> Capture:
         return self.hosts[name].capture(self.interface(name), path)
 
+    def request(self, host: str, command: str, **arguments: Any) -> Any:
+        """One control-socket request to the agent of ``host``:
+        ``lab.request("a", "rekey", name="telnet")``."""
+        return request(self.run_dir(host), command, arguments, timeout=5.0)
+
     def close(self) -> None:
         # SIGTERM to every agent first, then wait: they tear down side by side.
         for proc in self.agents.values():
@@ -240,3 +252,174 @@ class AgentLab:
             with contextlib.suppress(Exception):
                 self.stop_agent(name)
         self.lab.close()
+
+
+NAT_RULESET = """\
+table ip hostsec_lab_nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {inside} oifname "{outside_if}" counter masquerade{random}
+  }}
+}}
+"""
+
+
+class NatAgentLab(AgentLab):
+    """Host ``a`` behind a masquerading router ``r``, and host ``b`` outside:
+
+        a 198.51.100.2 --- 198.51.100.1 r 203.0.113.1 --- 203.0.113.2 b
+
+    ``a`` routes everything via ``r``; ``b`` has no route to 198.51.100.0/24 (it only
+    ever sees the router's 203.0.113.1). With ``random_ports`` the NAT also remaps source
+    ports (``masquerade random``), so that 500 and 4500 do not survive the translation;
+    ``udp_timeout`` (seconds) shortens how long the router keeps an idle UDP mapping.
+    """
+
+    INSIDE = "198.51.100.0/24"
+
+    def __init__(
+        self, prefix: str = "hsnat", random_ports: bool = False, udp_timeout: int | None = None
+    ) -> None:
+        self.lab = Lab(prefix=prefix)
+        try:
+            a = self.lab.add_host("a", ipv6=False)
+            router = self.lab.add_host("r", ipv6=False)
+            b = self.lab.add_host("b", ipv6=False)
+            self.inside = self.lab.connect(
+                a, router, addresses=("198.51.100.2/24", "198.51.100.1/24")
+            )
+            self.outside = self.lab.connect(
+                router, b, addresses=("203.0.113.1/24", "203.0.113.2/24")
+            )
+            a.run(["ip", "route", "add", "default", "via", "198.51.100.1"])
+            router.sysctl("net/ipv4/ip_forward", 1)
+            ruleset = NAT_RULESET.format(
+                inside=self.INSIDE,
+                outside_if=self.outside.interface_of(router),
+                random=" random" if random_ports else "",
+            )
+            router.run(["nft", "-f", "-"], input=ruleset)
+            # Each ESP-in-UDP packet crosses as a datagram, as on a wire (see AgentLab).
+            for host, link in ((a, self.inside), (router, self.inside)):
+                host.call(_no_udp_segmentation, link.interface_of(host))
+            for host, link in ((router, self.outside), (b, self.outside)):
+                host.call(_no_udp_segmentation, link.interface_of(host))
+            if udp_timeout is not None:  # how long the NAT keeps an idle UDP mapping
+                router.sysctl("net/netfilter/nf_conntrack_udp_timeout", udp_timeout)
+                router.sysctl("net/netfilter/nf_conntrack_udp_timeout_stream", udp_timeout)
+        except BaseException:
+            self.lab.close()
+            raise
+        self.router = router
+        self.hosts = {"a": a, "b": b}
+        self.link = self.inside
+        self.agents = {}
+        self.logs = {}
+        self.root = self.lab.workdir
+
+    def interface(self, name: str) -> str:
+        link = self.inside if name == "a" else self.outside
+        return link.interface_of(self.hosts[name])
+
+    def public_address(self, name: str) -> str:
+        """The address the other side sees: the router's for ``a``."""
+        if name != "a":
+            return self.address(name)
+        return str(self.router.address(4, self.outside.interface_of(self.router)))
+
+    def capture_outside(self, path: Path | None = None) -> Capture:
+        """A capture on the router's outside link (what crosses the NAT, translated)."""
+        return self.router.capture(self.outside.interface_of(self.router), path)
+
+
+# ---------------------------------------------------------------------- policy text
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def peer_toml(name: str, address: str, **settings: object) -> str:
+    """A ``[[peer]]`` table: ``peer_toml("b", "198.51.100.2", auth="psk", dpd="5s")``."""
+    lines = ["[[peer]]", f"name = {_toml_value(name)}", f"address = {_toml_value(address)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def flow_toml(name: str, peer: str, **settings: object) -> str:
+    """A ``[[flow]]`` table: ``flow_toml("telnet", "b", protocol="tcp", remote_port=23)``."""
+    lines = ["[[flow]]", f"name = {_toml_value(name)}", f"peer = {_toml_value(peer)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def agent_toml(**ike: float) -> str:
+    """A ``hostsec.toml`` with an ``[ike]`` table (nat_keepalive, retransmit_*)."""
+    return "[ike]\n" + "".join(f"{k} = {v}\n" for k, v in ike.items())
+
+
+LAB_PSK = "hostsec-lab-pre-shared-key-0123456789"
+
+
+def psk_peer(
+    lab: AgentLab, host: str, peer: str, address: str, psk: str = LAB_PSK, **settings: object
+) -> str:
+    """Write ``host``'s PSK file and return its ``[[peer]]`` table for ``peer``."""
+    lab.write_secret(host, f"{peer}.psk", psk)
+    return peer_toml(peer, address, auth="psk", psk_file=f"../secrets/{peer}.psk", **settings)
+
+
+def telnet_flows(
+    client_peer: str, server_peer: str, port: int = 23, name: str = "telnet", **settings: object
+) -> tuple[str, str]:
+    """The ``[[flow]]`` of a tcp/``port`` session for the client and for the server side."""
+    client = flow_toml(name, client_peer, protocol="tcp", remote_port=port, **settings)
+    server = flow_toml(name, server_peer, protocol="tcp", local_port=port, **settings)
+    return client, server
+
+
+# ---------------------------------------------------------------------- a paced session
+
+CHUNK = 8192
+INTERVAL = 0.01  # seconds between chunks: about 800 KB/s
+STALL = 0.5  # a pause in the echo this long means packets were lost (TCP timed out)
+
+
+def paced_echo(conn: Connection, address: str, port: int, seconds: float) -> dict[str, Any]:
+    """A telnet-like session of known length, for ``Host.spawn``: send CHUNK octets every
+    INTERVAL for ``seconds`` to an echo server and check what comes back; say "started"
+    over ``conn`` once connected. Reports each pause of the echo longer than STALL as
+    (monotonic time it ended, its length)."""
+    count = int(seconds / INTERVAL)
+    payload = stream(CHUNK * count, "paced")
+    received = bytearray()
+    stalls: list[tuple[float, float]] = []
+    with socket.create_connection((address, port), timeout=10) as sock:
+        conn.send("started")
+
+        def send() -> None:
+            for i in range(count):
+                sock.sendall(payload[i * CHUNK : (i + 1) * CHUNK])
+                time.sleep(INTERVAL)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        last = time.monotonic()
+        while len(received) < len(payload):
+            data = sock.recv(65536)
+            if not data:
+                break
+            now = time.monotonic()
+            if now - last > STALL:
+                stalls.append((now, now - last))
+            last = now
+            received += data
+        sender.join(10)
+    return {"ok": bytes(received) == payload, "bytes": len(received), "stalls": stalls}

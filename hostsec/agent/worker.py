@@ -124,6 +124,21 @@ def recv_message(ctl: socket.socket) -> object | None:
     return message
 
 
+def _queued(ctl: socket.socket, flags: int) -> list[object] | None:
+    """Every control message waiting on ``ctl`` (polled with ``flags``); None when the
+    channel is closed or says Stop."""
+    if not flags & select.POLLIN:
+        return None
+    messages: list[object] = []
+    while True:
+        message = recv_message(ctl)
+        if message is None or isinstance(message, m.Stop):
+            return None
+        messages.append(message)
+        if not select.select([ctl], [], [], 0)[0]:
+            return messages
+
+
 def _text(packed: bytes, cache: dict[bytes, str]) -> str:
     text = cache.get(packed)
     if text is None:
@@ -290,8 +305,11 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
     def transmit(out: Output) -> None:
         tx.send([out])
 
+    ctl_fd = ctl.fileno()
     while True:
-        for fd, flags in poller.poll(250):
+        # Control messages first, all of them: a flow is added before its first packet is
+        # looked up (else the packet that should start IKE is dropped as "no_policy").
+        for fd, flags in sorted(poller.poll(250), key=lambda item: item[0] != ctl_fd):
             if fd == tun_fd:
                 for _round in range(ROUNDS):
                     packets: list[bytes] = []
@@ -304,10 +322,11 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
                 if urgent:  # a trap fired: IKE should start now, not at the next tick
                     send_message(ctl, m.Events(urgent))
                 continue
-            message = recv_message(ctl) if flags & select.POLLIN else None
-            if message is None or isinstance(message, m.Stop):
+            messages = _queued(ctl, flags)
+            if messages is None:
                 return
-            _outbound_command(engine, message, ctl, transmit, tx.errors, io)
+            for message in messages:
+                _outbound_command(engine, message, ctl, transmit, tx.errors, io)
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now
@@ -456,10 +475,11 @@ def run_inbound(
             if entry is not None:
                 _receive_udp(engine, writer, ctl, entry, addresses, io)
                 continue
-            message = recv_message(ctl) if flags & select.POLLIN else None
-            if message is None or isinstance(message, m.Stop):
+            messages = _queued(ctl, flags)
+            if messages is None:
                 return
-            _inbound_command(engine, message, ctl, writer)
+            for message in messages:
+                _inbound_command(engine, message, ctl, writer)
         now = time.monotonic()
         if now - last_events >= EVENT_INTERVAL:
             last_events = now

@@ -26,6 +26,7 @@ with TEMPORARY_FAILURE (RFC 7296 2.25.1, 2.25.2).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
 from dataclasses import dataclass, replace
@@ -171,6 +172,17 @@ def ts_payload_entries(selectors: tuple[TrafficSelector, ...]) -> tuple[TSAddres
 def selectors_of(payload: TSi | TSr | None) -> tuple[TrafficSelector, ...]:
     """The address-range selectors of a TS payload (unknown TS types are ignored)."""
     return payload.traffic_selectors() if payload is not None else ()
+
+
+def _pin(selectors: tuple[TrafficSelector, ...], address: bytes) -> tuple[TrafficSelector, ...]:
+    """RFC 7296 2.23.1 address substitution: every selector of ``address``'s family gets that
+    single address; protocol and ports stay."""
+    return tuple(
+        dataclasses.replace(ts, start_addr=address, end_addr=address)
+        if len(ts.start_addr) == len(address)
+        else ts
+        for ts in selectors
+    )
 
 
 def _spi_bytes(spi: int) -> bytes:
@@ -837,8 +849,11 @@ class IkeSA:
         initiated: bool,
         now: float,
         replaces: int | None = None,
+        nat_original: tuple[bytes, bytes] | None = None,
     ) -> ChildSA:
-        """Derive the keys (RFC 7296 2.17), record the pair, tell the agent."""
+        """Derive the keys (RFC 7296 2.17), record the pair, tell the agent.
+        ``nat_original``: the (source, destination) addresses the peer's transport checksums
+        cover, when a NAT changed them (RFC 7296 2.23.1, RFC 3948 3.1.2)."""
         assert self.keys is not None and self.prf is not None
         keys = derive_child_sa_for(self.prf, self.keys.sk_d, proposal, nonce_i, nonce_r, shared)
         # Our outbound keys are the initiator's (of this exchange) when we initiated it.
@@ -865,15 +880,8 @@ class IkeSA:
         )
         self.children[spi_in] = child
         encap = (self.local[1], self.remote[1]) if self.use_nat_t() else None
-        nat_original = None
-        if encap is not None and mode is Mode.TRANSPORT and self.nat_remote:
-            # RFC 7296 2.23.1 / RFC 3948 3.1.2: the peer's checksums cover the addresses it
-            # used, which its traffic selectors carry.
-            peer_addr = next(
-                (ts.start_addr for ts in remote_ts if ts.start_addr == ts.end_addr), None
-            )
-            if peer_addr is not None and peer_addr != self.remote[0].packed:
-                nat_original = (peer_addr, self.local[0].packed)
+        if encap is None or mode is not Mode.TRANSPORT:
+            nat_original = None
         self.events.append(
             ChildSAUp(
                 ike=self.name,
@@ -927,6 +935,17 @@ class IkeSA:
             (p, spi) for _num, p, spi in from_sa_payload(sa) if p.protocol is not Protocol.IKE
         ]
         transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+        nat_original = None
+        views = [(tsi, tsr)]
+        if transport and (self.nat_local or self.nat_remote):
+            # RFC 7296 2.23.1: keep the addresses as sent (the peer's checksums cover them,
+            # RFC 3948 3.1.2), substitute the addresses of the IKE SA for the NATed side(s),
+            # and look up, narrow and answer with those; a configuration that names the
+            # peer's addresses as sent (its inside address) is looked up second.
+            nat_original = (tsi[0].start_addr, tsr[0].start_addr)
+            sub_tsi = _pin(tsi, self.remote[0].packed) if self.nat_remote else tsi
+            sub_tsr = _pin(tsr, self.local[0].packed) if self.nat_local else tsr
+            views = [(sub_tsi, sub_tsr), (tsi, tsr)]
         # The peer's TSi are its side (our remote), TSr ours (our local).
         candidates = [rekey_of.config] if rekey_of is not None else list(self.config.children)
         # The first configuration whose selectors overlap the peer's and that accepts one
@@ -935,8 +954,11 @@ class IkeSA:
         refusal: str | None = None
         chosen: tuple[ChildConfig, int, Proposal, list[TrafficSelector], list[TrafficSelector]]
         for config in candidates:
-            local_ts = narrow(tsr, config.local_ts)
-            remote_ts = narrow(tsi, config.remote_ts)
+            for view_i, view_r in views:
+                local_ts = narrow(view_r, config.local_ts)
+                remote_ts = narrow(view_i, config.remote_ts)
+                if local_ts and remote_ts:
+                    break
             if not local_ts or not remote_ts:
                 continue
             configured = list(config.proposals)
@@ -995,6 +1017,7 @@ class IkeSA:
             initiated=False,
             now=now,
             replaces=rekey_of.spi_in if rekey_of is not None else None,
+            nat_original=nat_original,
         )
         if chosen_config.mode is Mode.TRANSPORT:
             out.append(Notify(NotifyType.USE_TRANSPORT_MODE))
@@ -1048,10 +1071,20 @@ class IkeSA:
         if len(peer_spi) != 4:
             self.refuse_child(config, spi_in, "bad SPI size", now)
             return None
+        transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+        nat_original = None
+        if transport and (self.nat_local or self.nat_remote):
+            # RFC 7296 2.23.1: the responder answered with the addresses it sees, the ones
+            # its checksums cover (its source is TSr, its destination TSi); substitute our
+            # IKE SA's addresses for the NATed side(s) before checking or installing.
+            nat_original = (tsr[0].start_addr, tsi[0].start_addr)
+            if self.nat_local:
+                tsi = _pin(tsi, self.local[0].packed)
+            if self.nat_remote:
+                tsr = _pin(tsr, self.remote[0].packed)
         if not all_contained(tsi, config.local_ts) or not all_contained(tsr, config.remote_ts):
             self.refuse_child(config, spi_in, "peer widened the traffic selectors", now)
             return None
-        transport = find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
         mode = Mode.TRANSPORT if transport else Mode.TUNNEL
         if mode is not config.mode:
             # Never let a transport-mode flow silently become a tunnel (or back).
@@ -1087,6 +1120,7 @@ class IkeSA:
             initiated=True,
             now=now,
             replaces=replaces,
+            nat_original=nat_original,
         )
 
     def _child_failed(self, config: ChildConfig, spi_in: int, reason: str, now: float) -> None:

@@ -1,0 +1,102 @@
+"""`hostsec up` / `hostsec down` with IKEv2: a flow with start = "start" comes up with the
+agent, one with start = "manual" only on `hostsec up` (its packets never trigger IKE), and
+`hostsec down` deletes a flow's CHILD SA or a peer's IKE SA on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hostsec.agent.lab import AgentLab, psk_peer, telnet_flows
+
+pytestmark = pytest.mark.netns
+
+IKE: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
+
+
+def _flow(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(f for f in status["flows"] if f["name"] == name)
+
+
+def _up(name: str) -> Any:
+    def check(status: dict[str, Any]) -> bool:
+        flow = _flow(status, name)
+        return flow["state"] == "up" and {sa["direction"] for sa in flow["sas"]} == {"in", "out"}
+
+    return check
+
+
+def _gone(name: str) -> Any:
+    """The flow's outbound SA is gone (its inbound half lingers a few seconds for packets
+    in flight, by design) and the flow is no longer up."""
+
+    def check(status: dict[str, Any]) -> bool:
+        flow = _flow(status, name)
+        return flow["state"] != "up" and all(sa["direction"] == "in" for sa in flow["sas"])
+
+    return check
+
+
+def test_start_manual_up_and_down() -> None:
+    with AgentLab(prefix="hsupdn") as lab:
+        a, b = lab.address("a"), lab.address("b")
+        telnet_a, telnet_b = telnet_flows("b", "a", port=23, name="telnet", start="manual")
+        web_a, web_b = telnet_flows("b", "a", port=80, name="web", start="start")
+        _, web_b = telnet_flows("b", "a", port=80, name="web", start="trap")
+        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
+        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
+        lab.start_agents()
+        lab.serve_echo("b", 23)
+        lab.serve_echo("b", 80)
+
+        # start = "start": up without any traffic; start = "manual": not.
+        status = lab.wait_for("a", _up("web"))
+        assert len(status["ike_sas"]) == 1 and status["ike_sas"][0]["initiator"]
+        assert _flow(status, "telnet")["sas"] == []
+        lab.wait_for("b", _up("web"))
+        # A manual flow's packets are held, never start IKE, never leave in the clear.
+        knock = lab.echo("a", b, 23, 1000, timeout=1.0)
+        assert not knock["ok"]
+        status = lab.status("a")
+        assert _flow(status, "telnet")["sas"] == [] and len(status["ike_sas"]) == 1
+        assert "flow telnet: first packet" not in lab.log("a")
+
+        # hostsec up FLOW: a CHILD SA on the existing IKE SA.
+        done = lab.hostsec("a", "up", "telnet")
+        assert done.returncode == 0 and "initiating telnet" in done.stdout, done
+        status_a = lab.wait_for("a", _up("telnet"))
+        status_b = lab.wait_for("b", _up("telnet"))
+        assert len(status_a["ike_sas"]) == 1 and len(status_b["ike_sas"]) == 1
+        assert lab.echo("a", b, 23, 200_000)["ok"]
+        assert lab.echo("a", b, 80, 200_000, label="web")["ok"]
+
+        # hostsec down FLOW: that CHILD SA goes on both sides; the IKE SA and web stay.
+        done = lab.hostsec("a", "down", "telnet")
+        assert done.returncode == 0, done
+        for name in ("a", "b"):
+            status = lab.wait_for(name, _gone("telnet"), timeout=10)
+            assert len(status["ike_sas"]) == 1
+            assert _up("web")(status)
+        assert not lab.echo("a", b, 23, 1000, timeout=1.0)["ok"]
+        assert lab.echo("a", b, 80, 50_000, label="web")["ok"]
+
+        # hostsec down PEER: the IKE SA and every CHILD SA go, on both sides.
+        done = lab.hostsec("a", "down", "b")
+        assert done.returncode == 0 and "deleting the IKE SA with b" in done.stdout, done
+        for name in ("a", "b"):
+            status = lab.wait_for(
+                name, lambda s: s["ike_sas"] == [] and _gone("web")(s), timeout=10
+            )
+            assert _flow(status, "web")["state"] == "trap"
+
+        # hostsec up PEER: a new IKE SA with all of the peer's flows, manual ones included.
+        assert lab.hostsec("a", "up", "b").returncode == 0
+        status = lab.wait_for("a", lambda s: _up("telnet")(s) and _up("web")(s))
+        assert len(status["ike_sas"]) == 1
+        assert lab.echo("a", b, 23, 100_000)["ok"]
+
+        # Errors are reported, not ignored.
+        wrong = lab.hostsec("a", "up", "nosuchflow")
+        assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
