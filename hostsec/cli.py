@@ -105,7 +105,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _add_up_down(commands: _Commands[argparse.ArgumentParser]) -> None:
-    for name, helptext in (("up", "initiate a flow or peer"), ("down", "tear one down")):
+    for name, helptext in (
+        ("up", "initiate a flow or peer"),
+        ("down", "tear one down"),
+        ("rekey", "rekey a flow's CHILD SAs, or a peer's IKE SA, now"),
+    ):
         cmd = commands.add_parser(name, help=helptext)
         cmd.add_argument("name", metavar="PEER|FLOW")
         cmd.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"default {DEFAULT_RUN_DIR}")

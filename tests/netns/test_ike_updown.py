@@ -97,6 +97,25 @@ def test_start_manual_up_and_down() -> None:
         assert len(status["ike_sas"]) == 1
         assert lab.echo("a", b, 23, 100_000)["ok"]
 
+        # hostsec rekey FLOW: new CHILD SAs (new SPIs) on both sides, the old ones go.
+        def spis(status: dict[str, Any], name: str) -> set[str]:
+            return {sa["spi"] for sa in _flow(status, name)["sas"]}
+
+        old = spis(lab.status("a"), "telnet")
+        done = lab.hostsec("b", "rekey", "telnet")
+        assert done.returncode == 0 and "rekeying the CHILD SAs of telnet" in done.stdout, done
+        for name in ("a", "b"):
+            lab.wait_for(name, lambda s: _up("telnet")(s) and not spis(s, "telnet") & old)
+        # hostsec rekey PEER: a new IKE SA (new SPIs) carries the CHILD SAs on.
+        ike = lab.status("a")["ike_sas"][0]["spi_i"]
+        done = lab.hostsec("a", "rekey", "b")
+        assert done.returncode == 0 and "rekeying the IKE SA with b" in done.stdout, done
+        for name in ("a", "b"):
+            lab.wait_for(name, lambda s: len(s["ike_sas"]) == 1 and s["ike_sas"][0]["spi_i"] != ike)
+        assert lab.echo("a", b, 23, 100_000)["ok"]
+
         # Errors are reported, not ignored.
         wrong = lab.hostsec("a", "up", "nosuchflow")
+        assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
+        wrong = lab.hostsec("a", "rekey", "nosuchflow")
         assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
