@@ -5,11 +5,13 @@ agent, one with start = "manual" only on `hostsec up` (its packets never trigger
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
 
-from hostsec.agent.lab import AgentLab, psk_peer, telnet_flows
+from hostsec.agent.lab import AgentLab, agent_toml, psk_peer, telnet_flows
 
 pytestmark = pytest.mark.netns
 
@@ -119,3 +121,62 @@ def test_start_manual_up_and_down() -> None:
         assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
         wrong = lab.hostsec("a", "rekey", "nosuchflow")
         assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
+
+
+def _block_ike(lab: AgentLab, block: bool) -> None:
+    """Drop (or stop dropping) every IKE datagram each host sends."""
+    rule = "udp dport { 500, 4500 } counter drop" if block else ""
+    ruleset = (
+        "table ip hostsec_lab_ike\nflush table ip hostsec_lab_ike\n"
+        "table ip hostsec_lab_ike {\n  chain output {\n"
+        f"    type filter hook output priority 0; policy accept;\n    {rule}\n  }}\n}}\n"
+    )
+    for host in ("a", "b"):
+        lab.hosts[host].run(["nft", "-f", "-"], input=ruleset)
+
+
+def test_both_ends_start_at_once_and_keep_one_ike_sa() -> None:
+    """Both agents bring the same flows up at start while IKE cannot cross yet: each one's
+    IKE_SA_INIT (retransmitted) then gets an answer, two IKE SAs come up, and the redundant
+    one (RFC 7296 2.8.1's nonce rule) is closed by its initiator once the other carries
+    its flows. Traffic crosses the whole time."""
+    with AgentLab(prefix="hsboth") as lab:
+        a, b = lab.address("a"), lab.address("b")
+        telnet_a, telnet_b = telnet_flows("b", "a", port=23, name="telnet", start="start")
+        web_a, web_b = telnet_flows("b", "a", port=80, name="web", start="start")
+        fast = {"retransmit_timeout": 0.5, "retransmit_base": 1.0, "retransmit_tries": 20}
+        for host in ("a", "b"):
+            lab.write_file(host, "hostsec.toml", agent_toml(**fast))
+        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
+        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
+        _block_ike(lab, True)
+        lab.start_agents()
+        lab.serve_echo("b", 23)
+        lab.serve_echo("b", 80)
+        _block_ike(lab, False)
+
+        def settled(status: dict[str, Any]) -> bool:
+            return len(status["ike_sas"]) == 1 and _up("telnet")(status) and _up("web")(status)
+
+        deadline = time.monotonic() + 20
+        while not all(len(re.findall(r"IKE SA \w+ up:", lab.log(h))) == 2 for h in ("a", "b")):
+            assert time.monotonic() < deadline, lab.log("a") + lab.log("b")
+            time.sleep(0.1)
+        for host in ("a", "b"):
+            lab.wait_for(host, settled, timeout=20)
+        # Two IKE SAs did come up; exactly one end closed the redundant one.
+        logs = {host: lab.log(host) for host in ("a", "b")}
+        both = "\n".join(f"--- {host}\n{log}" for host, log in logs.items())
+        assert all(len(re.findall(r"IKE SA \w+ up:", log)) == 2 for log in logs.values()), both
+        closing = [h for h, log in logs.items() if "the other carries its CHILD SAs" in log]
+        assert len(closing) == 1, both
+        status = {host: lab.status(host) for host in ("a", "b")}
+        assert status["a"]["ike_sas"][0]["spi_i"] == status["b"]["ike_sas"][0]["spi_i"]
+        for flow in ("telnet", "web"):
+            out_a = {
+                sa["spi"] for sa in _flow(status["a"], flow)["sas"] if sa["direction"] == "out"
+            }
+            in_b = {sa["spi"] for sa in _flow(status["b"], flow)["sas"]}
+            assert out_a <= in_b
+        assert lab.echo("a", b, 23, 200_000)["ok"]
+        assert lab.echo("a", b, 80, 200_000, label="web")["ok"]

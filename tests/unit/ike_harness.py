@@ -243,6 +243,12 @@ class Host:
                 self.accepts[e.spi_in] = now + AGENT_LINGER
                 if self.outbound.get(e.child) == e.spi_out:
                     after = self.live.get(e.replaced_by) if e.replaced_by is not None else None
+                    if after is None:
+                        # Another pair of the flow still up (a duplicate IKE SA's), as the
+                        # agent does (Agent._child_down).
+                        after = next(
+                            (p for p in reversed(self.live.values()) if p.child == e.child), None
+                        )
                     self.outbound[e.child] = after.spi_out if after else None
                     self.from_rekey[e.child] = True
 

@@ -247,6 +247,7 @@ class IkeSA:
         self.spi_r = spi_r
         self.created = now
         self.established_at: float | None = None
+        self.from_auth = False  # established by IKE_AUTH (not by rekeying another SA)
         self.state = IkeState.INIT if initiator else IkeState.AUTH
         self.proposal: Proposal | None = None
         self.keys: IkeSaKeys | None = None
@@ -1336,6 +1337,7 @@ class IkeSA:
             out += self.respond_child(payloads, self.ni, self.nr, True, now)
         if find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None and self.remote_id:
             self.manager.initial_contact(self, self.remote_id, now)
+        self.manager.ike_auth_done(self)
         return out
 
     def _establish(self, now: float, rekeyed_from: tuple[bytes, bytes] | None = None) -> None:
@@ -1605,7 +1607,7 @@ class AuthTask(Task):
     def build(self, sa: IkeSA, now: float) -> list[Payload]:
         idi = sa._id_payload(IDi)
         payloads: list[Payload] = [idi, *sa._cert_payloads()]
-        if sa.config.initial_contact:
+        if sa.config.initial_contact and not sa.manager.in_contact(sa):
             payloads.append(Notify(NotifyType.INITIAL_CONTACT))
         payloads += sa._certreq()
         if sa.config.remote_id is not None:
@@ -1644,6 +1646,7 @@ class AuthTask(Task):
         for config in sa.pending_children:
             sa.queue.append(CreateChildTask(config))
         sa.pending_children = []
+        sa.manager.ike_auth_done(sa)
 
     def fail(self, sa: IkeSA, reason: str, now: float) -> None:
         if self.spi_in is not None:

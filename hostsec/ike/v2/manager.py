@@ -26,6 +26,7 @@ from hostsec.crypto.proposals import Protocol
 from hostsec.ike.cookies import CookieJar
 from hostsec.ike.selection import select_proposal
 from hostsec.ike.v2.config import ChildConfig, IkeConfig
+from hostsec.ike.v2.duplicates import DuplicateResolver
 from hostsec.ike.v2.events import Endpoint, Event, Log, NatKeepalive, Transmit
 from hostsec.ike.v2.ikesa import NONCE_LEN, IkeSA, IkeState
 from hostsec.wire.errors import MalformedPacket
@@ -94,6 +95,7 @@ class IkeManager:
         self._events: list[Event] = []
         self.drops: dict[str, int] = {}
         self._retry: list[tuple[float, str, ChildConfig]] = []
+        self.duplicates = DuplicateResolver()
 
     # ------------------------------------------------------------------ configuration
 
@@ -211,6 +213,17 @@ class IkeManager:
     def retry_later(self, sa: IkeSA, config: ChildConfig, now: float) -> None:
         self._retry.append((now + self.rng.uniform(1.0, 5.0), sa.name, config))
 
+    def in_contact(self, sa: IkeSA) -> bool:
+        """Another IKE SA with ``sa``'s peer exists, up or being set up by either end.
+
+        RFC 7296 2.4: INITIAL_CONTACT asserts that the new SA is the only one between the
+        two; when both ends initiate at once, the peer's SA (half-open here) makes that
+        untrue, and the peer would take down the SA it already had with us."""
+        return any(
+            other is not sa and other.name == sa.name and other.state is not IkeState.DEAD
+            for other in self.sas.values()
+        )
+
     def initial_contact(self, sa: IkeSA, remote_id: Identity, now: float) -> None:
         """RFC 7296 2.4: the peer restarted; our older IKE SAs with it are stale.
 
@@ -227,6 +240,26 @@ class IkeManager:
             ):
                 other.log("INITIAL_CONTACT from the peer: dropping this stale IKE SA")
                 other._die("replaced after the peer restarted (INITIAL_CONTACT)", now)
+
+    def ike_auth_done(self, sa: IkeSA) -> None:
+        """``sa`` came up through IKE_AUTH: is it a duplicate (both ends initiated)?"""
+        sa.from_auth = True
+        others = [
+            other
+            for other in self.sas.values()
+            if other is not sa
+            and other.name == sa.name
+            and other.from_auth
+            and other.established
+            and other.remote_id == sa.remote_id
+        ]
+        if others:
+            self.duplicates.established(sa, others)
+
+    def _resolve_duplicates(self, now: float) -> None:
+        if self.duplicates.plans:
+            for sa in self.duplicates.resolve(now):
+                self._collect(sa)
 
     # ------------------------------------------------------------------ input
 
@@ -277,6 +310,7 @@ class IkeManager:
                 Log(sa.name, f"internal error handling a message: {exc!r}", "error")
             )
         self._collect(sa)
+        self._resolve_duplicates(now)
 
     def handle_timer(self, now: float) -> None:
         self.cookies.handle_timer(now)
@@ -292,6 +326,7 @@ class IkeManager:
         for _, peer, config in due:
             if peer in self.configs:
                 self.initiate(peer, [config], now)
+        self._resolve_duplicates(now)
 
     def next_timer(self) -> float | None:
         times = [t for t in self._timers.values() if t is not None]
