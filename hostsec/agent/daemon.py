@@ -39,6 +39,7 @@ from hostsec.agent.translate import (
     ike_config,
     ike_sa_configs,
     manual_sa_configs,
+    moved_config,
 )
 from hostsec.agent.wireshark import esp_sa_lines, ikev2_lines
 from hostsec.crypto.certs import (
@@ -54,6 +55,7 @@ from hostsec.ike.v2.events import (
     ChildSADown,
     ChildSAFailed,
     ChildSAUp,
+    IkeEndpointChanged,
     IkeSADown,
     IkeSAUp,
     Log,
@@ -62,7 +64,7 @@ from hostsec.ike.v2.events import (
 )
 from hostsec.ike.v2.manager import IkeManager
 from hostsec.ipsec.dataplane import Acquire
-from hostsec.ipsec.sa import LifetimeExpired, SAConfig
+from hostsec.ipsec.sa import LifetimeExpired, Mode, SAConfig
 from hostsec.platform.linux.firewall import FirewallConfig, NftablesFirewall
 from hostsec.platform.linux.routing import LinuxPolicyRouter, RoutingConfig
 from hostsec.platform.linux.sockets import UdpSocket
@@ -618,6 +620,8 @@ class Agent:
             for state in self.flows.values():
                 if state.peer.name == event.ike and state.flow.keying is Keying.IKE:
                     state.state, state.error = "failed", f"authentication failed: {event.reason}"
+        elif isinstance(event, IkeEndpointChanged):
+            self._endpoint_changed(event)
         elif isinstance(event, ChildSAUp):
             self._child_up(event, now)
         elif isinstance(event, ChildSADown):
@@ -661,6 +665,34 @@ class Agent:
             event.child, event.protocol.name, event.mode.value, event.spi_in, event.spi_out,
             event.proposal, " udp-encap" if event.encapsulation else "",
             f" (rekey of 0x{event.replaces:08x})" if event.replaces else "",
+        )  # fmt: skip
+
+    def _endpoint_changed(self, event: IkeEndpointChanged) -> None:
+        """The peer's NAT mapping changed (RFC 7296 2.23): its CHILD SAs' ESP in UDP goes to
+        the new address and port, on the same SAs (sequence numbers and replay windows
+        kept). Inbound SAs do not look at the outer ports: only the records change."""
+        (old_addr, old_port), (address, port) = event.old, event.new
+        record = self.ike_records.get((event.spi_i, event.spi_r))
+        if record is not None:
+            record.remote = f"{address}:{port}"
+        spis: list[int] = []
+        transport = False
+        for (_proto, spi, direction), sa in self.sas.items():
+            if sa.keying == "ike" and sa.ike == event.ike and sa.config.encapsulation:
+                sa.config = moved_config(sa.config, address, port)
+                transport |= sa.config.mode is Mode.TRANSPORT
+                if direction == "out":
+                    spis.append(spi)
+        for spi_in, (flow, ike, config) in list(self.pending_out.items()):
+            if ike == event.ike:
+                self.pending_out[spi_in] = (flow, ike, moved_config(config, address, port))
+        if spis and self.datapath is not None:
+            self.datapath.to_out(m.MoveOutbound(tuple(spis), address.packed, port))
+        log.info(
+            "IKE SA %s: peer behind a NAT moved from %s:%d to %s:%d; %d outbound SA(s) follow%s",
+            event.ike, old_addr, old_port, address, port, len(spis),
+            " (transport mode: its selectors still name the old address)"
+            if transport and address != old_addr else "",
         )  # fmt: skip
 
     def _child_down(self, event: ChildSADown) -> None:

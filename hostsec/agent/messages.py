@@ -39,6 +39,16 @@ class UninstallOutbound:
     spi: int | None = None
 
 
+@dataclass(frozen=True)
+class MoveOutbound:
+    """The peer's NAT mapping changed: the flows sending ESP in UDP on one of ``spis``
+    send to ``dst`` (packed address), ``port`` from now on, on the same SAs."""
+
+    spis: tuple[int, ...]
+    dst: bytes
+    port: int
+
+
 # agent -> inbound worker
 
 

@@ -5,6 +5,7 @@ Pure functions: the agent calls them; they read no files (secrets come in as byt
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
@@ -168,6 +169,21 @@ def ike_sa_configs(event: ChildSAUp) -> tuple[SAConfig, SAConfig]:
         **common,  # type: ignore[arg-type]
     )
     return outbound, inbound
+
+
+def moved_config(config: SAConfig, address: IPAddress, port: int) -> SAConfig:
+    """``config`` of an ESP-in-UDP SA after the peer's NAT mapping moved to ``address``,
+    ``port`` (RFC 7296 2.23): the peer's end of the outer header changes, nothing else."""
+    encap = config.encapsulation
+    if encap is None:
+        return config
+    if config.is_inbound:
+        return dataclasses.replace(
+            config, src=address, encapsulation=UdpEncapsulation(port, encap.dst_port)
+        )
+    return dataclasses.replace(
+        config, dst=address, encapsulation=UdpEncapsulation(encap.src_port, port)
+    )
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,8 @@ def _outbound_command(
             transmit(out)  # type: ignore[operator]
     elif isinstance(message, m.UninstallOutbound):
         engine.uninstall(message.flow, message.spi)
+    elif isinstance(message, m.MoveOutbound):
+        engine.move(message.spis, message.dst, message.port)
     elif isinstance(message, m.StatsRequest):
         sas = {
             sa.spi: {"seq": sa.seq, **sa.stats.as_dict(), "expired": sa.expired}

@@ -151,6 +151,21 @@ class Outbound:
                 out.append(result)
         return out
 
+    def move(self, spis: Iterable[int], dst: bytes, port: int) -> list[str]:
+        """The peer's NAT mapping changed (RFC 7296 2.23, RFC 3948): every flow sending ESP
+        in UDP on one of ``spis`` sends to ``dst``:``port`` from now on, on the same SA
+        (its sequence numbers go on). Returns the flows moved."""
+        wanted = set(spis)
+        moved: list[str] = []
+        for entry in self._flows.values():
+            carrier = entry.carrier
+            if carrier is None or carrier.how is not Transmit.UDP:
+                continue
+            if wanted.intersection(carrier.spis()):
+                carrier.dst, carrier.port = dst, port
+                moved.append(entry.name)
+        return moved
+
     def uninstall(self, flow: str, spi: int | None = None) -> None:
         """Remove the flow's outbound SA (only if it is ``spi``, when given)."""
         entry = self._flows.get(flow)

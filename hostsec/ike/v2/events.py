@@ -122,6 +122,19 @@ class IkeSADown:
 
 
 @dataclass(frozen=True)
+class IkeEndpointChanged:
+    """The peer, behind a NAT, now sends from ``new`` (its NAT's mapping changed): the IKE
+    SA talks to it there from now on (RFC 7296 2.23); the ESP-in-UDP destination of the
+    IKE SA's CHILD SAs moves with it (RFC 3948), their keys and counters unchanged."""
+
+    ike: str
+    spi_i: bytes
+    spi_r: bytes
+    old: Endpoint
+    new: Endpoint
+
+
+@dataclass(frozen=True)
 class AuthenticationFailed:
     """Authentication failed, locally detected or reported by the peer."""
 
@@ -140,4 +153,13 @@ class Log:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-Event = ChildSAUp | ChildSADown | ChildSAFailed | IkeSAUp | IkeSADown | AuthenticationFailed | Log
+Event = (
+    ChildSAUp
+    | ChildSADown
+    | ChildSAFailed
+    | IkeSAUp
+    | IkeSADown
+    | IkeEndpointChanged
+    | AuthenticationFailed
+    | Log
+)

@@ -80,6 +80,7 @@ from hostsec.ike.v2.events import (
     ChildSAUp,
     Endpoint,
     Event,
+    IkeEndpointChanged,
     IkeSADown,
     IkeSAUp,
     Log,
@@ -1274,14 +1275,20 @@ class IkeSA:
 
     def _update_remote(self, src: Endpoint, dst: Endpoint) -> None:
         """RFC 7296 2.23: answer on the port a request came to (the peer may float to 4500
-        without a NAT), and follow the peer's address and port after a NAT mapping change."""
+        without a NAT), and follow the peer's address and port after a NAT mapping change.
+
+        Called only for a message that passed its integrity check and is new (the next
+        request, or the response to our outstanding one): a replayed or forged datagram
+        cannot move the SA. Only a host not behind a NAT follows a peer behind one; a
+        host behind a NAT SHOULD NOT (one packet would break its connection)."""
         if dst[1] == NAT_T_PORT and self.local[1] != NAT_T_PORT:
             self.local = (self.local[0], NAT_T_PORT)
             self.remote = src
             return
-        if src != self.remote and self.use_nat_t():
-            self.log(f"peer moved from {self.remote[0]}:{self.remote[1]} to {src[0]}:{src[1]}")
-            self.remote = src
+        if src == self.remote or not self.nat_remote or self.nat_local or not self.use_nat_t():
+            return
+        old, self.remote = self.remote, src
+        self.events.append(IkeEndpointChanged(self.name, self.spi_i, self.spi_r, old, src))
 
     def _decrypt(self, msg: Message, datagram: bytes, response: bool) -> tuple[Payload, ...] | None:
         """The payloads of an SK message (or, once all are in, of its SKF fragments); None
