@@ -555,6 +555,7 @@ _V4_ESP_IV = struct.Struct("!BBHHHBBH8sIIQ")  # IPv4 header, SPI, sequence numbe
 _V4_UDP_ESP_IV = struct.Struct("!BBHHHBBH8sHHHHIIQ")  # ... with the RFC 3948 UDP header
 _V4_HEADER = struct.Struct("!BBH5sBH8s")  # an IPv4 header without options, middle kept
 _V4_FIELDS = struct.Struct("!BBHHHBBH8s")  # every field of an IPv4 header without options
+_VERSION_LENGTH = struct.Struct("!BxH")  # version/IHL and total length of an IPv4 header
 _V4_SPLIT = struct.Struct("!BxH2xHxB10x")  # version/IHL, total length, flags/offset, protocol
 # Version/IHL, total length, flags/offset, protocol, addresses, ports (selector fields).
 _FLOW4 = struct.Struct("!BxH2xHxBxxIIHH")
@@ -884,6 +885,8 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     udp_part = "4xH2x" if udp else ""
     rest = 2 + sa._icv_len
     tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    inner_head = _VERSION_LENGTH.unpack_from  # version/IHL, total length of an inner IPv4
+    trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}II8s{rest}x")
 
     def unprotect_tunnel(packet: bytes) -> bytes:
@@ -928,11 +931,11 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             # The expected trailer for an inner IPv4 packet of ``total`` octets without TFC
             # padding: a match checks padding, pad length, next header (4) and that the
             # inner packet ends where the trailer begins.
-            total = plaintext[2] << 8 | plaintext[3]
+            vihl, total = inner_head(plaintext)
             if (
-                plaintext[0] == 0x45
+                vihl == 0x45
                 and total >= IPV4_HEADER_LEN
-                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+                and plaintext[total:] == trailers4[total & 3]
             ):
                 inner = plaintext[:total]
             else:
@@ -1057,6 +1060,8 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     # mode, an inner IPv4 header.
     rest = 2 + sa._icv_len
     tunnel_head = struct.Struct(f"!II8s{rest + IPV4_HEADER_LEN}x")
+    inner_head = _VERSION_LENGTH.unpack_from
+    trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!II8s{rest}x")
     # Transport mode: the sum of the outer address words (RFC 1071) of the last call.
     last_src = last_dst = b""
@@ -1088,11 +1093,11 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
                 window.top = seq
             else:
                 window.update(seq)
-            total = plaintext[2] << 8 | plaintext[3]
+            vihl, total = inner_head(plaintext)
             if (
-                plaintext[0] == 0x45
+                vihl == 0x45
                 and total >= IPV4_HEADER_LEN
-                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+                and plaintext[total:] == trailers4[total & 3]
             ):
                 inner = plaintext[:total]
             else:
