@@ -548,11 +548,14 @@ def _nat_fixup(packet: bytes, ihl: int, protocol: int, original: tuple[bytes, by
 _TRAILERS4 = [_TRAILERS[-(n + 2) & 3] for n in range(4)]
 _TUNNEL4_TRAILERS = [row[IPPROTO_IPIP] for row in _TRAILERS4]
 _TUNNEL6_TRAILERS = [row[IPPROTO_IPV6] for row in _TRAILERS4]
+_SPI_SEQ = struct.Struct("!II")  # SPI, 32-bit sequence number: the AAD without ESN
+_SPI_ESN = struct.Struct("!IQ")  # SPI, 64-bit sequence number: the AAD with ESN
 _ESP_IV = struct.Struct("!IIQ")  # SPI, sequence number, IV (the 64-bit sequence number)
 _V4_ESP_IV = struct.Struct("!BBHHHBBH8sIIQ")  # IPv4 header, SPI, sequence number, IV
 _V4_UDP_ESP_IV = struct.Struct("!BBHHHBBH8sHHHHIIQ")  # ... with the RFC 3948 UDP header
 _V4_HEADER = struct.Struct("!BBH5sBH8s")  # an IPv4 header without options, middle kept
 _V4_FIELDS = struct.Struct("!BBHHHBBH8s")  # every field of an IPv4 header without options
+_VERSION_LENGTH = struct.Struct("!BxH")  # version/IHL and total length of an IPv4 header
 _V4_SPLIT = struct.Struct("!BxH2xHxB10x")  # version/IHL, total length, flags/offset, protocol
 # Version/IHL, total length, flags/offset, protocol, addresses, ports (selector fields).
 _FLOW4 = struct.Struct("!BxH2xHxBxxIIHH")
@@ -625,15 +628,17 @@ def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
     return matches
 
 
-def _aad_and_nonce(sa: EspSA) -> tuple[int, int, int, int, int]:
-    """Integers from which the AAD and nonce of sequence number ``seq`` are one ``|`` and
-    one ``to_bytes`` away: (aad base, aad mask, aad length, nonce base, nonce length).
+def _nonce_and_aad(sa: EspSA) -> tuple[Callable[..., bytes], Callable[..., bytes]]:
+    """``(nonce, aad)``: ``nonce(salt, seq)`` and ``aad(spi, seq)`` give the nonce and AAD of
+    sequence number ``seq`` in one struct.pack each.
 
-    AAD (RFC 4106 5, RFC 4309 5, RFC 4543 3.3, RFC 7634 2.1): SPI || low 32 bits of the
-    sequence number, or SPI || 64-bit ESN. Nonce: salt || IV, the IV being the 64-bit
-    sequence number (unique per key, RFC 4106 3.1)."""
-    aad = (sa.spi << 64, (1 << 64) - 1, 12) if sa._esn else (sa.spi << 32, _LOW32, 8)
-    return (*aad, int.from_bytes(sa._salt, "big") << 64, len(sa._salt) + 8)
+    AAD (RFC 4106 5, RFC 4309 5, RFC 4543 3.3, RFC 7634 2.1): SPI || the 32-bit sequence
+    number, or SPI || 64-bit ESN. Without ESN the SA never sends a sequence number above
+    2^32 - 1 (``next_seq``), so the number packs as it is. Nonce: salt || IV, the IV being
+    the 64-bit sequence number (unique per key, RFC 4106 3.1)."""
+    nonce = struct.Struct(f"!{len(sa._salt)}sQ").pack
+    aad = (_SPI_ESN if sa._esn else _SPI_SEQ).pack
+    return nonce, aad
 
 
 def _fast_protect(sa: EspSA) -> _PacketPath:
@@ -642,7 +647,8 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
     :meth:`EspSA.protect`."""
     general = partial(EspSA.protect, sa)
     encrypt = sa._aead_encrypt
-    aad_base, aad_mask, aad_len, nonce_base, nonce_len = _aad_and_nonce(sa)
+    nonce, aad = _nonce_and_aad(sa)
+    salt = sa._salt
     spi = sa.spi
     stats = sa.stats
     addrs = sa._outer_addrs
@@ -654,6 +660,14 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
     # less one for the checksum formula above.
     constant = sa._outer.partial - 1
 
+    # Outer total length minus the inner one, by the inner length modulo 4 (the trailer's
+    # length depends on it): headers, IV, trailer and ICV.
+    growth = [overhead + len(_TUNNEL4_TRAILERS[n]) + sa._icv_len for n in range(4)]
+    pack_esp = _V4_ESP_IV.pack
+    pack_udp = _V4_UDP_ESP_IV.pack
+    trailers4 = _TUNNEL4_TRAILERS
+    trailers6 = _TUNNEL6_TRAILERS
+
     def protect_tunnel(packet: bytes) -> bytes:
         try:
             if sa.expired:
@@ -661,15 +675,15 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
             size = len(packet)
             if size < IPV4_HEADER_LEN:
                 raise Malformed("packet too short")
-            first = packet[0]
+            version = packet[0] >> 4
             # RFC 4301 5.1.2.1: DSCP/ECN copied; DF copied from IPv4, set for IPv6.
-            if first >> 4 == 4:
-                plaintext = packet + _TUNNEL4_TRAILERS[size & 3]
+            if version == 4:
+                plaintext = packet + trailers4[size & 3]
                 tos = packet[1]
                 df = (packet[6] & 0x40) << 8
-            elif first >> 4 == 6:
-                plaintext = packet + _TUNNEL6_TRAILERS[size & 3]
-                tos = (first & 0x0F) << 4 | packet[1] >> 4
+            elif version == 6:
+                plaintext = packet + trailers6[size & 3]
+                tos = (packet[0] & 0x0F) << 4 | packet[1] >> 4
                 df = 0x4000
             else:
                 raise Malformed("not an IP packet")
@@ -678,30 +692,27 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
                 seq = sa.next_seq()  # a soft event, or the refusal to cycle
             else:
                 sa.seq = seq
-            ciphertext = encrypt(
-                (nonce_base | seq).to_bytes(nonce_len, "big"),
-                plaintext,
-                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
-            )
-            total = overhead + len(ciphertext)
+            total = size + growth[size & 3]
             ident = seq & 0xFFFF
             csum = 0xFFFE - (constant + tos + total + ident + df) % 0xFFFF
             if ports is None:
-                out = _V4_ESP_IV.pack(
+                out = pack_esp(
                     0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_ESP, csum,
                     addrs, spi, seq & _LOW32, seq,
-                ) + ciphertext  # fmt: skip
+                ) + encrypt(nonce(salt, seq), plaintext, aad(spi, seq))  # fmt: skip
             else:
-                out = _V4_UDP_ESP_IV.pack(
+                out = pack_udp(
                     0x45, tos, total, ident, df, DEFAULT_TTL, IPPROTO_UDP, csum,
                     addrs, sport, dport, total - IPV4_HEADER_LEN, 0, spi, seq & _LOW32, seq,
-                ) + ciphertext  # fmt: skip
+                ) + encrypt(nonce(salt, seq), plaintext, aad(spi, seq))  # fmt: skip
         except PacketDropped as exc:
             stats.drop(exc.reason)
             raise
-        stats.packets += 1
-        stats.bytes += size
-        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+        packets = stats.packets + 1
+        octets = stats.bytes + size
+        stats.packets = packets
+        stats.bytes = octets
+        if octets >= sa._byte_mark or packets >= sa._packet_mark:
             sa._account_slow()
         return out
 
@@ -725,9 +736,9 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
             else:
                 sa.seq = seq
             ciphertext = encrypt(
-                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                nonce(salt, seq),
                 packet[IPV4_HEADER_LEN:total] + _TRAILERS4[total & 3][proto],
-                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+                aad(spi, seq),
             )
             new_total = overhead + len(ciphertext)
             # RFC 1624 update for the new total length and protocol, as ipv4_rewrite does
@@ -772,7 +783,8 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
     :meth:`EspSA.encapsulate`."""
     general = partial(EspSA.encapsulate, sa)
     encrypt = sa._aead_encrypt
-    aad_base, aad_mask, aad_len, nonce_base, nonce_len = _aad_and_nonce(sa)
+    nonce, aad = _nonce_and_aad(sa)
+    salt = sa._salt
     spi = sa.spi
     stats = sa.stats
 
@@ -796,9 +808,9 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
             else:
                 sa.seq = seq
             out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
-                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                nonce(salt, seq),
                 plaintext,
-                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+                aad(spi, seq),
             )
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -829,9 +841,9 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
             else:
                 sa.seq = seq
             out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
-                (nonce_base | seq).to_bytes(nonce_len, "big"),
+                nonce(salt, seq),
                 packet[IPV4_HEADER_LEN:total] + _TRAILERS4[total & 3][proto],
-                (aad_base | (seq & aad_mask)).to_bytes(aad_len, "big"),
+                aad(spi, seq),
             )
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -873,6 +885,8 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     udp_part = "4xH2x" if udp else ""
     rest = 2 + sa._icv_len
     tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    inner_head = _VERSION_LENGTH.unpack_from  # version/IHL, total length of an inner IPv4
+    trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}II8s{rest}x")
 
     def unprotect_tunnel(packet: bytes) -> bytes:
@@ -881,15 +895,15 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
                 vihl, end, proto, udp_len, spi_in, seq, iv = tunnel_head.unpack_from(packet)
             else:
                 vihl, end, proto, spi_in, seq, iv = tunnel_head.unpack_from(packet)
-                udp_len = end - IPV4_HEADER_LEN
+                udp_len = 0
         except struct.error:
             return general(packet)
         if (
             vihl != 0x45
             or proto != outer_proto
             or end != len(packet)
-            or udp_len != end - IPV4_HEADER_LEN
             or spi_in != spi
+            or (udp and udp_len != end - IPV4_HEADER_LEN)
         ):
             return general(packet)
         try:
@@ -917,11 +931,11 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             # The expected trailer for an inner IPv4 packet of ``total`` octets without TFC
             # padding: a match checks padding, pad length, next header (4) and that the
             # inner packet ends where the trailer begins.
-            total = plaintext[2] << 8 | plaintext[3]
+            vihl, total = inner_head(plaintext)
             if (
-                plaintext[0] == 0x45
+                vihl == 0x45
                 and total >= IPV4_HEADER_LEN
-                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+                and plaintext[total:] == trailers4[total & 3]
             ):
                 inner = plaintext[:total]
             else:
@@ -949,21 +963,14 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
                 vihl, tos, end, middle, proto, csum, pair, spi_in, seq, iv = (
                     transport_head.unpack_from(packet)
                 )
-                udp_len = end - IPV4_HEADER_LEN
+                udp_len = 0
         except struct.error:
             return general(packet)
         if (
             vihl != 0x45
             or proto != outer_proto
             or end != len(packet)
-            or udp_len != end - IPV4_HEADER_LEN
             or spi_in != spi
-        ):
-            return general(packet)
-        if (
-            vihl != 0x45
-            or proto != outer_proto
-            or end != len(packet)
             or (udp and udp_len != end - IPV4_HEADER_LEN)
         ):
             return general(packet)
@@ -1053,6 +1060,8 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     # mode, an inner IPv4 header.
     rest = 2 + sa._icv_len
     tunnel_head = struct.Struct(f"!II8s{rest + IPV4_HEADER_LEN}x")
+    inner_head = _VERSION_LENGTH.unpack_from
+    trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!II8s{rest}x")
     # Transport mode: the sum of the outer address words (RFC 1071) of the last call.
     last_src = last_dst = b""
@@ -1084,11 +1093,11 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
                 window.top = seq
             else:
                 window.update(seq)
-            total = plaintext[2] << 8 | plaintext[3]
+            vihl, total = inner_head(plaintext)
             if (
-                plaintext[0] == 0x45
+                vihl == 0x45
                 and total >= IPV4_HEADER_LEN
-                and plaintext[total:] == _TUNNEL4_TRAILERS[total & 3]
+                and plaintext[total:] == trailers4[total & 3]
             ):
                 inner = plaintext[:total]
             else:
