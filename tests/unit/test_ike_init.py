@@ -109,7 +109,8 @@ def _spoofed_inits(count: int, start_port: int = 20000) -> list[Packet]:
         for t in out:
             assert isinstance(t, Transmit)
             packets.append(Packet("b", t.data, (A_ADDR, port), (B_ADDR, 500)))
-        attacker.sas.clear()
+        for sa in list(attacker.sas.values()):
+            attacker.forget(sa)
     return packets
 
 

@@ -76,6 +76,7 @@ class IkeManager:
         self.cookies = CookieJar(threshold=cookie_threshold)
         self._reserved = reserved_spis or frozenset
         self.sas: dict[tuple[bytes, bytes], IkeSA] = {}
+        self._of_peer: dict[str, dict[IkeSA, None]] = {}  # each peer's SAs, in filing order
         self._half_open: dict[tuple[bytes, bytes, int], IkeSA] = {}  # (SPIi, addr, port)
         # Every responder SA by the IKE_SA_INIT that created it, until it dies: a late
         # retransmission of that request must not create another SA (RFC 7296 2.1).
@@ -115,12 +116,22 @@ class IkeManager:
         self.sas[sa.id] = sa
         self._key_of[sa] = sa.id
         self._timers[sa] = sa.next_timer()
+        self._of_peer.setdefault(sa.name, {})[sa] = None
 
     def _unfile(self, sa: IkeSA) -> None:
         key = self._key_of.pop(sa, None)
         if key is not None and self.sas.get(key) is sa:
             del self.sas[key]
         self._timers.pop(sa, None)
+        filed = self._of_peer.get(sa.name)
+        if filed is not None:
+            filed.pop(sa, None)
+            if not filed:
+                del self._of_peer[sa.name]
+
+    def of_peer(self, peer: str) -> list[IkeSA]:
+        """Every filed IKE SA with ``peer``, oldest first."""
+        return list(self._of_peer.get(peer, ()))
 
     def forget(self, sa: IkeSA) -> None:
         self._unfile(sa)
@@ -162,8 +173,8 @@ class IkeManager:
     def sa_for(self, peer: str) -> IkeSA | None:
         """The usable IKE SA with peer ``peer`` (the newest one)."""
         best: IkeSA | None = None
-        for sa in self.sas.values():
-            if sa.name != peer or sa.state in (
+        for sa in self._of_peer.get(peer, ()):
+            if sa.state in (
                 IkeState.DEAD,
                 IkeState.CREATED,
                 IkeState.REKEYED,
@@ -199,16 +210,14 @@ class IkeManager:
         return sa
 
     def delete_peer(self, peer: str, now: float) -> None:
-        for sa in list(self.sas.values()):
-            if sa.name == peer:
-                sa.delete(now, reason="deleted by the operator")
-                self._collect(sa)
+        for sa in self.of_peer(peer):
+            sa.delete(now, reason="deleted by the operator")
+            self._collect(sa)
 
     def delete_child(self, peer: str, child: str, now: float) -> None:
-        for sa in list(self.sas.values()):
-            if sa.name == peer:
-                sa.delete_children_named(child, now)
-                self._collect(sa)
+        for sa in self.of_peer(peer):
+            sa.delete_children_named(child, now)
+            self._collect(sa)
 
     def retry_later(self, sa: IkeSA, config: ChildConfig, now: float) -> None:
         self._retry.append((now + self.rng.uniform(1.0, 5.0), sa.name, config))
@@ -220,8 +229,8 @@ class IkeManager:
         two; when both ends initiate at once, the peer's SA (half-open here) makes that
         untrue, and the peer would take down the SA it already had with us."""
         return any(
-            other is not sa and other.name == sa.name and other.state is not IkeState.DEAD
-            for other in self.sas.values()
+            other is not sa and other.state is not IkeState.DEAD
+            for other in self._of_peer.get(sa.name, ())
         )
 
     def initial_contact(self, sa: IkeSA, remote_id: Identity, now: float) -> None:
@@ -230,10 +239,9 @@ class IkeManager:
         Only SAs that were up before the peer started ``sa`` are: when both ends start at
         once, each IKE_AUTH carries INITIAL_CONTACT and neither SA may take the other down.
         """
-        for other in list(self.sas.values()):
+        for other in self.of_peer(sa.name):
             if (
                 other is not sa
-                and other.name == sa.name
                 and other.remote_id == remote_id
                 and other.established_at is not None
                 and other.established_at < sa.created
@@ -246,9 +254,8 @@ class IkeManager:
         sa.from_auth = True
         others = [
             other
-            for other in self.sas.values()
+            for other in self._of_peer.get(sa.name, ())
             if other is not sa
-            and other.name == sa.name
             and other.from_auth
             and other.established
             and other.remote_id == sa.remote_id
