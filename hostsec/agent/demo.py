@@ -10,20 +10,14 @@ in the clear. Everything is torn down at the end.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import sys
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hostsec.agent.echo import stream
 from hostsec.agent.lab import AgentLab
+from hostsec.agent.labpki import Authority, install_identity
 from hostsec.agent.status import format_status
 from hostsec.platform.capture import Frame
 
@@ -89,64 +83,9 @@ encryption_key = "{key_ba}"
 
 def _make_pki(lab: AgentLab) -> None:
     """A throw-away CA and one certificate per host (SAN = its address), for --auth cert."""
-
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hostsec demo CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    ca = Authority.create("hostsec demo CA")
     for name in lab.hosts:
-        key = ec.generate_private_key(ec.SECP256R1())
-        address = lab.address(name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}.demo")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
-                critical=False,
-            )
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        lab.write_file(name, "cacerts/ca.pem", ca_pem)
-        lab.write_file(name, "certs/host.pem", cert.public_bytes(serialization.Encoding.PEM))
-        lab.write_secret(
-            name,
-            "host.key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-        lab.write_file(
-            name,
-            "hostsec.toml",
-            '[identity]\ncertificate = "certs/host.pem"\nprivate_key = "secrets/host.key"\n'
-            'cacerts = "cacerts"\n',
-        )
+        install_identity(lab, name, ca.pem, ca.issue(f"{name}.demo", [lab.address(name)]))
 
 
 def configure(lab: AgentLab, keying: str = "ike", auth: str = "psk") -> None:

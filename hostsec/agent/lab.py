@@ -242,6 +242,18 @@ class AgentLab:
         ``lab.request("a", "rekey", name="telnet")``."""
         return request(self.run_dir(host), command, arguments, timeout=5.0)
 
+    def drop_sent(self, rule: str | None) -> None:
+        """On every host, drop what matches the nftables ``rule`` on its way out (for
+        example ``udp dport 500``), in a table of the lab's own; None: drop nothing."""
+        body = f"    {rule} counter drop\n" if rule else ""
+        ruleset = (
+            "table ip hostsec_lab_drop\nflush table ip hostsec_lab_drop\n"
+            "table ip hostsec_lab_drop {\n  chain output {\n"
+            f"    type filter hook output priority 0; policy accept;\n{body}  }}\n}}\n"
+        )
+        for host in self.hosts.values():
+            host.run(["nft", "-f", "-"], input=ruleset)
+
     def close(self) -> None:
         # SIGTERM to every agent first, then wait: they tear down side by side.
         for proc in self.agents.values():

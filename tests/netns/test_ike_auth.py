@@ -5,18 +5,12 @@ a reason that `hostsec status` shows on both sides, and no SA is left anywhere.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hostsec.agent.lab import AgentLab, peer_toml, psk_peer, telnet_flows
+from hostsec.agent.labpki import Authority, install_identity
 
 pytestmark = pytest.mark.netns
 
@@ -79,88 +73,6 @@ def test_wrong_psk_is_refused_on_both_sides() -> None:
 # ---------------------------------------------------------------------- certificates
 
 
-@dataclass
-class Cert:
-    pem: bytes
-    key_pem: bytes
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-    cn: str,
-    address: str,
-    expired: bool = False,
-) -> Cert:
-    now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    start, end = (
-        (now - timedelta(days=20), now - timedelta(days=10))
-        if expired
-        else (now - timedelta(hours=1), now + timedelta(days=1))
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-            critical=True,
-        )
-        .sign(ca[1], hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return Cert(cert.public_bytes(serialization.Encoding.PEM), key_pem)
-
-
-def _install(lab: AgentLab, host: str, ca: x509.Certificate, cert: Cert) -> None:
-    lab.write_file(host, "cacerts/ca.pem", ca.public_bytes(serialization.Encoding.PEM))
-    lab.write_file(host, "certs/host.pem", cert.pem)
-    lab.write_secret(host, "host.key", cert.key_pem)
-    lab.write_file(
-        host,
-        "hostsec.toml",
-        '[identity]\ncertificate = "certs/host.pem"\nprivate_key = "secrets/host.key"\n'
-        'cacerts = "cacerts"\n',
-    )
-
-
 CASES = {
     # case: (whose certificate is bad, what the verifying side must say)
     "untrusted-ca": ("a", "untrusted issuer"),
@@ -174,16 +86,17 @@ def test_bad_certificate_is_refused_with_a_reason(case: str) -> None:
     bad, reason = CASES[case]
     with AgentLab(prefix="hscert") as lab:
         a, b = lab.address("a"), lab.address("b")
-        good_ca = _ca("hostsec lab CA")
-        certs = {name: _leaf(good_ca, f"{name}.lab", lab.address(name)) for name in ("a", "b")}
+        # The CA has been valid for a month: the expired certificate is expired, not early.
+        good_ca = Authority.create("hostsec lab CA", days=30, since=30)
+        certs = {name: good_ca.issue(f"{name}.lab", [lab.address(name)]) for name in ("a", "b")}
         if case == "untrusted-ca":
-            certs[bad] = _leaf(_ca("rogue CA"), f"{bad}.lab", lab.address(bad))
+            certs[bad] = Authority.create("rogue CA").issue(f"{bad}.lab", [lab.address(bad)])
         elif case == "expired":
-            certs[bad] = _leaf(good_ca, f"{bad}.lab", lab.address(bad), expired=True)
+            certs[bad] = good_ca.issue(f"{bad}.lab", [lab.address(bad)], expired=True)
         else:  # a valid certificate, but for another address than the identity claimed
-            certs[bad] = _leaf(good_ca, f"{bad}.lab", "198.51.100.77")
+            certs[bad] = good_ca.issue(f"{bad}.lab", ["198.51.100.77"])
         for name in ("a", "b"):
-            _install(lab, name, good_ca[0], certs[name])
+            install_identity(lab, name, good_ca.pem, certs[name])
         client, server = telnet_flows("b", "a", esp_proposals=IKE["esp_proposals"])
         ike: dict[str, Any] = {"ike_proposals": IKE["ike_proposals"]}
         lab.write_policy(

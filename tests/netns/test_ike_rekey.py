@@ -37,17 +37,8 @@ RETRANSMIT = {"retransmit_timeout": 0.3, "retransmit_base": 1.0, "retransmit_tri
 def hold_ike(lab: AgentLab, what: str | None) -> None:
     """Make both hosts drop the CREATE_CHILD_SA "requests" or "responses" they send (None:
     none). IKE header: exchange type at octet 18, flags at 19 (R = 0x20), after 8 of UDP."""
-    rule = ""
-    if what is not None:
-        flag = "0x20" if what == "responses" else "0x00"
-        rule = f"udp dport 500 @th,208,8 36 @th,216,8 & 0x20 == {flag} counter drop"
-    ruleset = (
-        "table ip hostsec_lab_ike\nflush table ip hostsec_lab_ike\n"
-        "table ip hostsec_lab_ike {\n  chain output {\n"
-        f"    type filter hook output priority 0; policy accept;\n    {rule}\n  }}\n}}\n"
-    )
-    for host in ("a", "b"):
-        lab.hosts[host].run(["nft", "-f", "-"], input=ruleset)
+    flag = "0x20" if what == "responses" else "0x00"
+    lab.drop_sent(f"udp dport 500 @th,208,8 36 @th,216,8 & 0x20 == {flag}" if what else None)
 
 
 def _flow(status: dict[str, Any]) -> dict[str, Any]:

@@ -123,18 +123,6 @@ def test_start_manual_up_and_down() -> None:
         assert wrong.returncode == 1 and "no flow or peer named" in wrong.stderr
 
 
-def _block_ike(lab: AgentLab, block: bool) -> None:
-    """Drop (or stop dropping) every IKE datagram each host sends."""
-    rule = "udp dport { 500, 4500 } counter drop" if block else ""
-    ruleset = (
-        "table ip hostsec_lab_ike\nflush table ip hostsec_lab_ike\n"
-        "table ip hostsec_lab_ike {\n  chain output {\n"
-        f"    type filter hook output priority 0; policy accept;\n    {rule}\n  }}\n}}\n"
-    )
-    for host in ("a", "b"):
-        lab.hosts[host].run(["nft", "-f", "-"], input=ruleset)
-
-
 def test_both_ends_start_at_once_and_keep_one_ike_sa() -> None:
     """Both agents bring the same flows up at start while IKE cannot cross yet: each one's
     IKE_SA_INIT (retransmitted) then gets an answer, two IKE SAs come up, and the redundant
@@ -149,11 +137,11 @@ def test_both_ends_start_at_once_and_keep_one_ike_sa() -> None:
             lab.write_file(host, "hostsec.toml", agent_toml(**fast))
         lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
         lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
-        _block_ike(lab, True)
+        lab.drop_sent("udp dport { 500, 4500 }")  # IKE cannot cross yet
         lab.start_agents()
         lab.serve_echo("b", 23)
         lab.serve_echo("b", 80)
-        _block_ike(lab, False)
+        lab.drop_sent(None)
 
         def settled(status: dict[str, Any]) -> bool:
             return len(status["ike_sas"]) == 1 and _up("telnet")(status) and _up("web")(status)
