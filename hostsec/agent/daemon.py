@@ -65,6 +65,7 @@ from hostsec.ike.v2.events import (
 from hostsec.ike.v2.manager import IkeManager
 from hostsec.ipsec.dataplane import Acquire
 from hostsec.ipsec.sa import LifetimeExpired, Mode, SAConfig
+from hostsec.platform.api import FlowMatch
 from hostsec.platform.linux.firewall import FirewallConfig, NftablesFirewall
 from hostsec.platform.linux.routing import LinuxPolicyRouter, RoutingConfig
 from hostsec.platform.linux.sockets import UdpSocket
@@ -377,14 +378,10 @@ class Agent:
         for old_peer, _new_peer in diff.peers_changed:
             self.ike.delete_peer(old_peer.name, now)
         self._sync_ike_configs()
-        for _old, new in diff.flows_changed:
-            self._add_flow(new, now)
-        for added in diff.flows_added:
-            self._add_flow(added, now)
-        for name in restart:
-            again = self.policies.flows.get(name)
-            if again is not None:
-                self._add_flow(again, now)
+        adding = [new for _old, new in diff.flows_changed] + list(diff.flows_added)
+        adding += [f for name in restart if (f := self.policies.flows.get(name)) is not None]
+        if adding:
+            self._add_flows(list({f.name: f for f in adding}.values()), now)
         self._flush_ike()
         self._schedule_timer()
 
@@ -428,34 +425,66 @@ class Agent:
                 log.error("peer %s: cannot configure IKE: %s", peer.name, exc)
         self.ike.set_configs(configs)
 
-    def _add_flow(self, flow: Flow, now: float) -> None:
-        peer = self.policies.peer_of(flow)
+    def _add_flows(self, flows: list[Flow], now: float) -> None:
+        """Install ``flows``: their firewall rules in one transaction, then each one's
+        routing, then one read-back of all their rules (an agent starting with hundreds of
+        flows pays for each step once, not once per flow)."""
         assert self.datapath is not None
+        ready: list[tuple[FlowState, FlowMatch]] = []
+        for flow in flows:
+            peer = self.policies.peer_of(flow)
+            try:
+                local = peer.local_address or local_address_for(peer.address)
+            except OSError as exc:
+                log.error("flow %s: no route to %s: %s", flow.name, peer.address, exc)
+                continue
+            state = FlowState(flow, peer, local)
+            self.flows[flow.name] = state
+            ready.append((state, flow_match(flow, peer)))
+        # Firewall first: if steering a flow into the TUN fails, its plaintext is still
+        # dropped both ways (fail closed).
+        required = [match for state, match in ready if state.flow.require]
         try:
-            local = peer.local_address or local_address_for(peer.address)
-        except OSError as exc:
-            log.error("flow %s: no route to %s: %s", flow.name, peer.address, exc)
+            if required:
+                self._os_call(self.firewall.add_flows, required)
+        except Exception as exc:  # the OS refused: keep the agent, report the flows
+            for state, _match in ready:
+                self._flow_failed(state, f"cannot install firewall rules: {exc}")
             return
-        state = FlowState(flow, peer, local)
-        self.flows[flow.name] = state
-        match = flow_match(flow, peer)
-        try:
-            # Firewall first: if steering the flow into the TUN fails, its plaintext is
-            # still dropped both ways (fail closed).
-            if flow.require:
-                self._os_call(self.firewall.add_flow, match)
-            self._os_call(self.router.add_flow, match, local, self.config.mtu)
-        except Exception as exc:  # the OS refused: keep the agent, report the flow
-            log.error("flow %s: cannot install routing/firewall: %s", flow.name, exc)
-            state.state, state.error = "failed", str(exc)
-            return
-        self.datapath.to_out(m.AddFlow(flow.name, flow_selectors(flow, peer, local)))
+        routed: list[FlowState] = []
+        for state, match in ready:
+            try:
+                self._os_call(self.router.add_flow, match, state.local, self.config.mtu, False)
+            except Exception as exc:
+                self._flow_failed(state, f"cannot install routing: {exc}")
+                continue
+            routed.append(state)
+        names = [state.flow.name for state in routed]
+        problems = self._os_call(self.router.verify, names) if names else {}
+        for state in routed:
+            problem = problems.get(state.flow.name)
+            if problem is not None:
+                with contextlib.suppress(Exception):
+                    self._os_call(self.router.remove_flow, state.flow.name)
+                self._flow_failed(state, f"cannot install routing: {problem}")
+                continue
+            self._start_flow(state, now)
+
+    def _flow_failed(self, state: FlowState, why: str) -> None:
+        log.error("flow %s: %s", state.flow.name, why)
+        state.state, state.error = "failed", why
+
+    def _start_flow(self, state: FlowState, now: float) -> None:
+        """The flow is routed: hand it to the data path and key it."""
+        assert self.datapath is not None
+        flow, peer = state.flow, state.peer
+        self.datapath.to_out(m.AddFlow(flow.name, flow_selectors(flow, peer, state.local)))
         if flow.keying is Keying.MANUAL:
             keys = self.policies.manual_keys(flow.name)
             if keys is None:
                 state.state, state.error = "failed", "manual keys not available"
                 return
-            outbound, inbound = manual_sa_configs(flow, peer, keys, local)
+            outbound, inbound = manual_sa_configs(flow, peer, keys, state.local)
             self._install(flow.name, peer.name, outbound, inbound, "manual", now)
             state.state = "up"
         else:

@@ -136,9 +136,16 @@ class FlowRouter(Protocol):
 
     def start(self) -> None: ...
 
-    def add_flow(self, flow: FlowMatch, source: IPAddress, mtu: int | None = None) -> int:
+    def add_flow(
+        self, flow: FlowMatch, source: IPAddress, mtu: int | None = None, verify: bool = True
+    ) -> int:
         """Route ``flow`` into the TUN with ``source`` as the packets' source address
-        (and a path MTU of ``mtu``); the routing table (or the backend's equivalent)."""
+        (and a path MTU of ``mtu``); the routing table (or the backend's equivalent).
+        ``verify``: read what the OS installed back at once; else :meth:`verify` later."""
+        ...
+
+    def verify(self, names: list[str]) -> dict[str, str]:
+        """What the OS holds for these flows, compared with them: mismatches by name."""
         ...
 
     def remove_flow(self, name: str) -> None: ...
@@ -160,6 +167,10 @@ class Firewall(Protocol):
     def start(self) -> None: ...
 
     def add_flow(self, flow: FlowMatch) -> None: ...
+
+    def add_flows(self, flows: list[FlowMatch]) -> None:
+        """Several at once, all or none."""
+        ...
 
     def remove_flow(self, name: str) -> None: ...
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hostsec.agent.lab import AgentLab, psk_peer, telnet_flows
 from hostsec.platform.linux.routing import RTPROT_HOSTSEC
 from hostsec.platform.netns import Host
 from tests.netns.agent_support import (
@@ -116,4 +117,28 @@ def test_clean_stop_removes_everything_and_restart_after_crash_cleans_up() -> No
         assert lab.echo(CLIENT, address, 23, 50_000, label="lifecycle")["ok"]
 
         assert lab.stop_agent(CLIENT) == 0
+        assert ns_state(host) == baseline
+
+
+def test_an_agent_with_hundreds_of_flows_starts_and_stops_cleanly() -> None:
+    """Flows are installed in batches (one firewall transaction, one rule read-back): an
+    agent with 400 flows is ready within the lab's start timeout, every flow is in force,
+    and a clean stop removes all of it."""
+    count = 400
+    with AgentLab(prefix="hsmany") as lab:
+        a, b = lab.address("a"), lab.address("b")
+        text = psk_peer(lab, "a", "b", b, local_id=a)
+        for i in range(count):
+            text += telnet_flows("b", "a", port=2000 + i, name=f"f{i}")[0]
+        lab.write_policy("a", text)
+        host = lab.hosts["a"]
+        baseline = ns_state(host)
+        lab.start_agent("a")  # fails after AGENT_START_TIMEOUT
+        status = lab.status("a")
+        assert len(status["flows"]) == count
+        assert {f["state"] for f in status["flows"]} == {"trap"}
+        running = ns_state(host)
+        assert sorted(r["dport"] for r in _rules(running)) == list(range(2000, 2000 + count))
+        assert len(_nft_flows(running)) == count
+        assert lab.stop_agent("a") == 0
         assert ns_state(host) == baseline

@@ -219,3 +219,31 @@ def test_outbound_plaintext_is_dropped_when_the_steering_rule_is_missing(pair) -
     with a.entered():
         assert fw.dropped()["telnet-to-b"] >= 2  # the SYN out, the SYN-ACK in
         fw.stop()
+
+
+def test_many_flows_in_one_transaction_and_counts_survive_rewrites(pair) -> None:
+    """add_flows writes the table once for many flows; every later rewrite (a flow added
+    or removed) keeps what the other flows dropped so far."""
+    a, b = pair
+    server = b.spawn(tcp_echo_server, 23)
+    wait_ready(server)
+    fw = _firewall(b)
+    others = [
+        FlowMatch.to_host(f"other{i}", "198.51.100.1", 6, local_port=2000 + i) for i in range(50)
+    ]
+    with b.entered():
+        fw.add_flows([SERVER_FLOW, *others])
+        with pytest.raises(ValueError, match="already enforced"):
+            fw.add_flows([FlowMatch.to_host("new", "198.51.100.1", 6, local_port=99), others[0]])
+        assert "new" not in fw.dropped()  # all or none
+    assert _nft(b).count("hostsec flow other") == 2 * 50  # inbound and outbound rule each
+    assert a.call(try_connect, "198.51.100.2", 23, 1.0) == "timeout"
+    with b.entered():
+        before = fw.dropped()["telnet-from-a"]
+        assert before >= 1
+        fw.add_flow(FlowMatch.to_host("later", "198.51.100.1", 6, local_port=2222))
+        fw.remove_flow("other7")
+        after = fw.dropped()
+        assert after["telnet-from-a"] == before
+        assert "other7" not in after and after["later"] == 0
+        fw.stop()

@@ -157,6 +157,30 @@ def test_misspelled_keywords_are_caught(pair) -> None:
         assert router.installed() == ([], [])
         assert router.flows() == {}
     assert "lookup 1752" not in _ip(a, "rule")
+    # The same, with the check deferred and made for many flows at once.
+    with a.entered():
+        router = Sloppy()
+    with router:
+        router.add_flow(TELNET_CLIENT, A4, verify=False)
+        problems = router.verify([TELNET_CLIENT.name, "unknown"])
+        assert (
+            list(problems) == [TELNET_CLIENT.name] and "dport_range" in problems[TELNET_CLIENT.name]
+        )
+
+
+def test_verify_reads_every_flow_back_at_once(pair) -> None:
+    a, _ = pair
+    flows = [FlowMatch.to_host(f"f{i}", "198.51.100.2", 6, remote_port=1000 + i) for i in range(40)]
+    with a.entered():
+        router = LinuxPolicyRouter()
+    with router:
+        for flow in flows:
+            router.add_flow(flow, A4, verify=False)
+        assert router.verify([f.name for f in flows]) == {}
+        # A rule deleted behind the router's back is reported.
+        table = router.flows()["f3"]
+        a.run(["ip", "rule", "del", "table", str(table)])
+        assert list(router.verify([f.name for f in flows])) == ["f3"]
 
 
 def test_blackhole_keeps_the_flow_dropped_after_sigkill(pair) -> None:

@@ -92,6 +92,7 @@ class NftablesFirewall:
     def __init__(self, config: FirewallConfig = FirewallConfig()) -> None:
         self.config = config
         self._flows: dict[str, FlowMatch] = {}
+        self._written = False  # the table on the kernel is this run's
 
     # -- nft ------------------------------------------------------------------------
 
@@ -218,23 +219,30 @@ class NftablesFirewall:
                 }
             },
         ]
+        # Rewriting the table must not reset what ``dropped`` reports: each flow's count
+        # so far goes on its first rule again.
+        carried = self._counters() if self._written else {}
         for name, flow in sorted(self._flows.items()):
+            packets, octets = carried.get(name, (0, 0))
             for chain, rules in (
                 ("inbound", self._rules_of(flow)),
                 ("outbound", self._outbound_rules_of(flow)),
             ):
                 for exprs in rules:
+                    counter = {"packets": packets, "bytes": octets}
+                    packets = octets = 0
                     rule = {
                         **family_table,
                         "chain": chain,
                         "comment": _COMMENT_PREFIX + name,
-                        "expr": [*exprs, {"counter": {"packets": 0, "bytes": 0}}, {"drop": None}],
+                        "expr": [*exprs, {"counter": counter}, {"drop": None}],
                     }
                     commands.append({"add": {"rule": rule}})
         return {"nftables": commands}
 
     def _write(self) -> None:
         self._nft("-j", "-f", "-", stdin=json.dumps(self._document()))
+        self._written = True
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -243,13 +251,21 @@ class NftablesFirewall:
         self._nft("--version")
 
     def add_flow(self, flow: FlowMatch) -> None:
-        if flow.name in self._flows:
-            raise ValueError(f"flow {flow.name} is already enforced")
-        self._flows[flow.name] = flow
+        self.add_flows([flow])
+
+    def add_flows(self, flows: list[FlowMatch]) -> None:
+        """Enforce ``flows`` in one transaction (an agent starting with hundreds of flows
+        writes its table once, not once per flow); all or none."""
+        names = [f.name for f in flows]
+        for name in names:
+            if name in self._flows or names.count(name) > 1:
+                raise ValueError(f"flow {name} is already enforced")
+        self._flows.update((f.name, f) for f in flows)
         try:
             self._write()
         except BaseException:
-            del self._flows[flow.name]
+            for name in names:
+                del self._flows[name]
             raise
 
     def remove_flow(self, name: str) -> None:
@@ -262,7 +278,11 @@ class NftablesFirewall:
 
     def dropped(self) -> dict[str, int]:
         """Plaintext packets dropped so far, per flow (this run's table)."""
-        counts: dict[str, int] = {}
+        return {name: packets for name, (packets, _octets) in self._counters().items()}
+
+    def _counters(self) -> dict[str, tuple[int, int]]:
+        """(packets, bytes) dropped so far per flow, from the table on the kernel."""
+        counts: dict[str, tuple[int, int]] = {}
         for item in self.ruleset():
             rule = item.get("rule")
             if not rule or not str(rule.get("comment", "")).startswith(_COMMENT_PREFIX):
@@ -270,7 +290,11 @@ class NftablesFirewall:
             name = rule["comment"][len(_COMMENT_PREFIX) :]
             for expr in rule.get("expr", []):
                 if "counter" in expr and isinstance(expr["counter"], dict):
-                    counts[name] = counts.get(name, 0) + int(expr["counter"].get("packets", 0))
+                    packets, octets = counts.get(name, (0, 0))
+                    counts[name] = (
+                        packets + int(expr["counter"].get("packets", 0)),
+                        octets + int(expr["counter"].get("bytes", 0)),
+                    )
         return counts
 
     def stop(self) -> None:
@@ -279,6 +303,7 @@ class NftablesFirewall:
         doc = {"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]}
         self._nft("-j", "-f", "-", stdin=json.dumps(doc))
         self._flows.clear()
+        self._written = False
 
 
 def _prefix(net: Any) -> Any:

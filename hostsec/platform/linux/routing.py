@@ -210,11 +210,15 @@ class LinuxPolicyRouter:
                 return table
         raise RuntimeError("no free routing table left in the configured range")
 
-    def add_flow(self, flow: FlowMatch, source: IPAddress, mtu: int | None = None) -> int:
+    def add_flow(
+        self, flow: FlowMatch, source: IPAddress, mtu: int | None = None, verify: bool = True
+    ) -> int:
         """Route ``flow`` into the TUN (source address ``source``); the table used.
 
         Order: blackhole, TUN route, then the rule, so that the rule never points to an
-        empty table (which would fall through to the main table: cleartext).
+        empty table (which would fall through to the main table: cleartext). The rule is
+        read back from the kernel and compared with the flow (``RuleMismatch``); with
+        ``verify=False`` the caller does that for many flows at once (:meth:`verify`).
         """
         if flow.name in self._flows:
             raise ValueError(f"flow {flow.name} is already routed")
@@ -243,7 +247,7 @@ class LinuxPolicyRouter:
         self._flows[flow.name] = inst
         try:
             self._add_tun_route(inst)
-            self._add_rule(inst)
+            self._add_rule(inst, verify)
         except BaseException:
             self.remove_flow(flow.name)
             raise
@@ -318,13 +322,30 @@ class LinuxPolicyRouter:
             "sport_range": sport,
         }
 
-    def _add_rule(self, inst: _Installed) -> None:
+    def _add_rule(self, inst: _Installed, verify: bool = True) -> None:
         self._ipr.rule("add", **self._rule_request(inst))
-        want = self._expected_rule(inst)
-        family = _family(inst.flow.version)
-        found = [r for r in self._marked_rules((family,)) if r["table"] == inst.table]
-        if found != [want]:
-            raise RuleMismatch(f"flow {inst.flow.name}: kernel has {found}, wanted {want}")
+        if verify:
+            problem = self.verify([inst.flow.name]).get(inst.flow.name)
+            if problem is not None:
+                raise RuleMismatch(problem)
+
+    def verify(self, names: list[str]) -> dict[str, str]:
+        """Compare the kernel's rules of flows ``names`` with the flows (one dump per
+        address family, whatever the number of flows): the mismatches, by flow name."""
+        installed = [self._flows[n] for n in names if n in self._flows]
+        families = tuple(sorted({_family(i.flow.version) for i in installed}))
+        by_table: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for rule in self._marked_rules(families) if families else []:
+            by_table.setdefault((rule["family"], rule["table"]), []).append(rule)
+        problems: dict[str, str] = {}
+        for inst in installed:
+            want = self._expected_rule(inst)
+            found = by_table.get((want["family"], inst.table), [])
+            if found != [want]:
+                problems[inst.flow.name] = (
+                    f"flow {inst.flow.name}: kernel has {found}, wanted {want}"
+                )
+        return problems
 
     def remove_flow(self, name: str) -> None:
         """Remove the flow's rule first, then its routes (never a rule without a table)."""
