@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hostsec.agent.lab import AgentLab, agent_toml, psk_peer, telnet_flows
+from hostsec.agent.lab import AgentLab, agent_toml, paced_echo, psk_peer, telnet_flows
 
 pytestmark = pytest.mark.netns
 
@@ -168,3 +168,43 @@ def test_both_ends_start_at_once_and_keep_one_ike_sa() -> None:
             assert out_a <= in_b
         assert lab.echo("a", b, 23, 200_000)["ok"]
         assert lab.echo("a", b, 80, 200_000, label="web")["ok"]
+
+
+def test_an_idle_child_sa_is_deleted_and_the_next_packet_brings_it_back() -> None:
+    """idle_timeout: a flow that carried nothing for that long loses its CHILD SA on both
+    sides and falls back to its trap (DESIGN.md 1.5); a busy flow with the same timeout
+    keeps its SA; the idle flow's next packet negotiates a new one."""
+    seconds = 22.0  # the busy session outlasts the idle window (10 s, checked every 5 s)
+    with AgentLab(prefix="hsidle") as lab:
+        a, b = lab.address("a"), lab.address("b")
+        telnet_a, telnet_b = telnet_flows("b", "a", port=23, name="telnet", idle_timeout="10s")
+        web_a, web_b = telnet_flows("b", "a", port=80, name="web", idle_timeout="10s")
+        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
+        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
+        lab.start_agents()
+        lab.serve_echo("b", 23)
+        lab.serve_echo("b", 80)
+        assert lab.echo("a", b, 23, 20_000)["ok"]
+        assert lab.echo("a", b, 80, 20_000, label="web")["ok"]
+        web_before = {sa["spi"] for sa in _flow(lab.status("a"), "web")["sas"]}
+        busy = lab.hosts["a"].spawn(paced_echo, b, 80, seconds)
+        assert busy.conn is not None and busy.conn.poll(10) and busy.conn.recv() == "started"
+
+        # Both ends count idleness; the first to see it deletes, the other is told.
+        lab.wait_for("a", _gone("telnet"), timeout=25)
+        lab.wait_for("b", _gone("telnet"), timeout=10)
+        logs = lab.log("a") + lab.log("b")
+        assert "flow telnet idle for 10s: deleting its SAs" in logs
+        assert "flow web idle" not in logs
+        assert busy.alive(), "the busy session ended before the idle flow went"
+        status = lab.status("a")
+        assert _flow(status, "telnet")["state"] == "trap"
+        assert _up("web")(status) and {sa["spi"] for sa in _flow(status, "web")["sas"]} == (
+            web_before
+        )
+        result = busy.result(seconds + 30)
+        assert result["ok"] and result["stalls"] == [], result
+
+        # The trap is armed again: the next telnet packet brings a new CHILD SA up.
+        assert lab.echo("a", b, 23, 50_000)["ok"]
+        lab.wait_for("a", _up("telnet"))
