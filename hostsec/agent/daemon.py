@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -40,6 +41,7 @@ from hostsec.agent.translate import (
     ike_sa_configs,
     manual_sa_configs,
     moved_config,
+    with_volume_lifetimes,
 )
 from hostsec.agent.wireshark import esp_sa_lines, ikev2_lines
 from hostsec.crypto.certs import (
@@ -668,6 +670,15 @@ class Agent:
             log.warning("CHILD SA %s for an unknown flow: deleting it", event.child)
             self.ike.delete_child(event.ike, event.child, now)
             return
+        # Volume lifetimes count on our SAs (RFC 4301 4.4.2.1): rekey between 80 and 90 %
+        # of them, at random, so that both ends do not rekey at once.
+        flow = state.flow
+        outbound, inbound = (
+            with_volume_lifetimes(
+                c, flow.lifetime_bytes, flow.lifetime_packets, random.uniform(0.8, 0.9)
+            )
+            for c in (outbound, inbound)
+        )
         # Our own rekey of a pair that the peer rekeyed too (we answered it, and its pair
         # waits or is already sent on): a collision (RFC 7296 2.8.1). Keep sending where we
         # do; ChildSADown.replaced_by names the survivor. Switching now would leave, if our

@@ -122,6 +122,26 @@ def manual_sa_configs(
     return outbound, inbound
 
 
+def with_volume_lifetimes(
+    config: SAConfig, lifetime_bytes: int | None, lifetime_packets: int | None, soft: float
+) -> SAConfig:
+    """``config`` with the flow's volume lifetimes (RFC 4301 4.4.2.1): hard at the limits,
+    soft (rekey) at the fraction ``soft`` of them; the time lifetimes stay."""
+    if lifetime_bytes is None and lifetime_packets is None:
+        return config
+
+    def part(limit: int | None) -> int | None:
+        return None if limit is None else max(1, int(limit * soft))
+
+    return dataclasses.replace(
+        config,
+        hard=dataclasses.replace(config.hard, bytes=lifetime_bytes, packets=lifetime_packets),
+        soft=dataclasses.replace(
+            config.soft, bytes=part(lifetime_bytes), packets=part(lifetime_packets)
+        ),
+    )
+
+
 def ike_sa_configs(event: ChildSAUp) -> tuple[SAConfig, SAConfig]:
     """(outbound, inbound) SA configurations of a CHILD SA negotiated by IKE."""
     proposal = event.proposal

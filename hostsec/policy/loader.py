@@ -103,6 +103,8 @@ FLOW_KEYS = (
     "esp_proposals",
     "ah_proposals",
     "lifetime",
+    "lifetime_bytes",
+    "lifetime_packets",
     "idle_timeout",
     "start",
     "require",
@@ -111,7 +113,18 @@ FLOW_KEYS = (
     "replay_window",
 )
 #: Keys that only mean something with IKE keying.
-IKE_FLOW_KEYS = ("esp_proposals", "ah_proposals", "lifetime", "idle_timeout", "start")
+IKE_FLOW_KEYS = (
+    "esp_proposals",
+    "ah_proposals",
+    "lifetime",
+    "lifetime_bytes",
+    "lifetime_packets",
+    "idle_timeout",
+    "start",
+)
+MIN_LIFETIME_BYTES = 64 << 10
+MIN_LIFETIME_PACKETS = 100
+MAX_VOLUME = 1 << 62
 
 _T = TypeVar("_T")
 
@@ -551,6 +564,8 @@ def _parse_flow(ctx: _Context, f: _Fields) -> Flow | None:
     ah_proposals: tuple[Proposal, ...] = ()
     lifetime: int | None = None
     idle_timeout: int | None = None
+    lifetime_bytes: int | None = None
+    lifetime_packets: int | None = None
     start = Start.TRAP
     manual_keys: str | None = None
     manual: ManualKeyFile | None = None
@@ -572,6 +587,14 @@ def _parse_flow(ctx: _Context, f: _Fields) -> Flow | None:
         )
         idle_timeout = f.get(
             "idle_timeout", lambda v: values.duration(v, 10, 7 * 86400, allow_off=True), None
+        )
+        lifetime_bytes = f.get(
+            "lifetime_bytes", lambda v: values.volume(v, MIN_LIFETIME_BYTES, MAX_VOLUME), None
+        )
+        lifetime_packets = f.get(
+            "lifetime_packets",
+            lambda v: values.volume(v, MIN_LIFETIME_PACKETS, MAX_VOLUME),
+            None,
         )
         start = Start(f.get("start", lambda v: values.choice(v, tuple(Start)), "trap"))
         if lifetime is not None and idle_timeout is not None and idle_timeout >= lifetime:
@@ -612,6 +635,8 @@ def _parse_flow(ctx: _Context, f: _Fields) -> Flow | None:
         ah_proposals=ah_proposals,
         lifetime=lifetime,
         idle_timeout=idle_timeout,
+        lifetime_bytes=lifetime_bytes,
+        lifetime_packets=lifetime_packets,
         start=start,
         require=require,
         manual_keys=manual_keys,

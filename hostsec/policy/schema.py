@@ -132,6 +132,9 @@ class Flow:
     ah_proposals: tuple[Proposal, ...] = ()  # empty unless AH with IKE keying
     lifetime: int | None = DEFAULT_LIFETIME  # seconds; None for manual keying (no rekey)
     idle_timeout: int | None = None  # seconds; None: off
+    # Volume lifetimes of each CHILD SA (hard; rekeyed before, at 80-90 %); None: off.
+    lifetime_bytes: int | None = None
+    lifetime_packets: int | None = None
     start: Start = Start.TRAP
     require: bool = True  # fail closed: plaintext of this flow is dropped both ways
     manual_keys: str | None = None  # path of the secrets file (keying = "manual")

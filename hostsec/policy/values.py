@@ -142,6 +142,29 @@ def seconds(value: object, low: int, high: int) -> int:
     return result
 
 
+_VOLUME = re.compile(r"(\d{1,19})\s*([kmgt]?)")
+_VOLUME_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def volume(value: object, low: int, high: int) -> int | None:
+    """A count of bytes or packets: ``1000``, ``"64k"``, ``"500M"``, ``"10G"`` (1024-based,
+    as strongSwan reads them), or ``"off"`` -> None."""
+    form = 'a number, "64k", "500M", "10G" or "off"'
+    if isinstance(value, int) and not isinstance(value, bool):
+        total = value
+    else:
+        text = expect_str(value, form).strip().lower()
+        if text == "off":
+            return None
+        match = _VOLUME.fullmatch(text)
+        if match is None:
+            raise FieldError(f'"{_short(text)}" is not {form}')
+        total = int(match.group(1)) * _VOLUME_UNITS[match.group(2)]
+    if not low <= total <= high:
+        raise FieldError(f"{total} is out of range ({low} to {high})")
+    return total
+
+
 def format_duration(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:

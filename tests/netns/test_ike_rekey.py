@@ -145,3 +145,31 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         for status in (lab.status("a"), lab.status("b")):
             drops = {sa["spi"]: sa["drops"] for sa in _flow(status)["sas"] if sa["drops"]}
             assert drops == {}, (drops, lab.log("a"), lab.log("b"))
+
+
+def test_volume_lifetime_rekeys_the_child_sa_during_a_transfer() -> None:
+    """lifetime_bytes = "1M": every SA is rekeyed after 0.8 to 0.9 MB (RFC 4301 4.4.2.1,
+    counted by the data path) while a paced session of about 4 MB each way runs; the bytes
+    arrive intact, and no SA ever reaches its hard limit."""
+    seconds = 5.0
+    with AgentLab(prefix="hsvolume") as lab:
+        a, b = lab.address("a"), lab.address("b")
+        client, server = telnet_flows("b", "a", esp_proposals=["aes128gcm16"], lifetime_bytes="1M")
+        ike: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
+        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **ike) + client)
+        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **ike) + server)
+        lab.start_agents()
+        lab.serve_echo("b", 23)
+        transfer = lab.hosts["a"].spawn(paced_echo, b, 23, seconds)
+        try:
+            result = transfer.result(seconds + 30)
+        except ChildFailed as exc:
+            pytest.fail(f"session broken: {exc}\n=== a\n{lab.log('a')}\n=== b\n{lab.log('b')}")
+        assert result["ok"], (result, lab.log("a"), lab.log("b"))
+        assert result["bytes"] == CHUNK * int(seconds / INTERVAL)
+        logs = lab.log("a") + lab.log("b")
+        rekeys = logs.count("(rekey of 0x")
+        assert rekeys >= 3, logs  # about 4 MB each way over 1 MB lifetimes
+        assert "reached its hard" not in logs and "hard bytes lifetime" not in logs, logs
+        status = lab.wait_for("a", _settled, timeout=15)
+        assert all(sa["bytes"] < 1 << 20 for sa in _flow(status)["sas"]), _flow(status)

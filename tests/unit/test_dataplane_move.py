@@ -3,12 +3,15 @@ flows follows it on the same SAs; the agent's SA records follow too."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
-from hostsec.agent.translate import moved_config
+from hostsec.agent.translate import moved_config, with_volume_lifetimes
 from hostsec.crypto.proposals import Protocol
 from hostsec.ipsec.dataplane import Outbound, Transmit
-from hostsec.ipsec.sa import Direction, Mode, UdpEncapsulation
+from hostsec.ipsec.errors import Expired
+from hostsec.ipsec.sa import Direction, Lifetime, Mode, UdpEncapsulation
+from hostsec.ipsec.sad import create_sa
 from hostsec.ipsec.selectors import Selectors, TrafficSelector
 
 from .packets import ipv4_tcp
@@ -76,3 +79,34 @@ def test_moved_config() -> None:
     # Without UDP encapsulation nothing changes.
     plain, _ = sa_pair("sha256", Protocol.AH)
     assert moved_config(plain.config, NEW, 40123) is plain.config
+
+
+def test_volume_lifetimes_rekey_then_expire_by_bytes_and_packets() -> None:
+    """A flow's lifetime_bytes/lifetime_packets reach its SAs: soft (rekey) at the given
+    fraction, hard at the limit (RFC 4301 4.4.2.1); time lifetimes stay as negotiated."""
+    out_sa, _ = sa_pair("aes128gcm16", mode=Mode.TUNNEL)
+    base = dataclasses.replace(out_sa.config, soft=Lifetime(seconds=90.0), hard=Lifetime(100.0))
+    assert with_volume_lifetimes(base, None, None, 0.85) is base
+    config = with_volume_lifetimes(base, 10_000, None, 0.5)
+    assert config.hard == Lifetime(seconds=100.0, bytes=10_000)
+    assert config.soft == Lifetime(seconds=90.0, bytes=5_000)
+    sa = create_sa(config, 0.0)
+    packet = ipv4_tcp(A, B, b"x" * 960)  # 1000 octets
+    events = []
+    sent = 0
+    for _ in range(12):
+        try:
+            sa.protect(packet)
+            sent += 1
+        except Expired:
+            break
+        events += sa.poll_events()
+    events += sa.poll_events()
+    causes = [(e.hard, e.cause) for e in events]
+    assert causes == [(False, "bytes"), (True, "bytes")], causes
+    assert sent == 10  # the 11th packet would pass the hard limit: refused
+
+    by_packets = create_sa(with_volume_lifetimes(base, None, 200, 0.9), 0.0)
+    for _ in range(180):
+        by_packets.protect(packet)
+    assert [(e.hard, e.cause) for e in by_packets.poll_events()] == [(False, "packets")]

@@ -82,6 +82,8 @@ protection = "esp"
 mode = "tunnel"
 esp_proposals = ["aes128gcm16-ecp256"]
 lifetime = "1h"
+lifetime_bytes = "10G"
+lifetime_packets = 1000000
 idle_timeout = "10m"
 start = "start"
 require = false
@@ -125,6 +127,7 @@ replay_window = 1024
     assert flow.pfs
     assert flow.lifetime == 3600
     assert flow.idle_timeout == 600
+    assert flow.lifetime_bytes == 10 << 30 and flow.lifetime_packets == 1_000_000
     assert flow.start is Start.START
     assert flow.require is False
     assert flow.keying is Keying.IKE
@@ -149,6 +152,7 @@ def test_defaults_are_secure() -> None:
     assert flow.ah_proposals == ()
     assert flow.lifetime == 3600
     assert flow.idle_timeout is None
+    assert flow.lifetime_bytes is None and flow.lifetime_packets is None
     assert flow.start is Start.TRAP
     assert flow.require is True
     assert flow.replay_window == 64
@@ -355,6 +359,17 @@ ERROR_CASES = [
     ("mode-bad", PEER + FLOW + 'mode = "beet"\n', "mode", '"transport" | "tunnel"'),
     ("lifetime-range", PEER + FLOW + 'lifetime = "8d"\n', "lifetime", "out of range"),
     ("idle-bad", PEER + FLOW + 'idle_timeout = "soon"\n', "idle_timeout", "not a duration"),
+    ("bytes-bad", PEER + FLOW + 'lifetime_bytes = "12Q"\n', "lifetime_bytes", '"500M"'),
+    ("bytes-small", PEER + FLOW + "lifetime_bytes = 1000\n", "lifetime_bytes", "out of range"),
+    ("packets-small", PEER + FLOW + "lifetime_packets = 10\n", "lifetime_packets", "100 to"),
+    ("packets-bool", PEER + FLOW + "lifetime_packets = true\n", "lifetime_packets", "number"),
+    (
+        "manual-with-volume",
+        PEER + FLOW + 'keying = "manual"\nmanual_keys = "../secrets/telnet.keys"\n'
+        'lifetime_bytes = "1G"\n',
+        "lifetime_bytes",
+        'no meaning with keying = "manual"',
+    ),
     ("start-bad", PEER + FLOW + 'start = "now"\n', "start", '"trap" | "start" | "manual"'),
     ("require-type", PEER + FLOW + 'require = "yes"\n', "require", "true or false"),
     ("replay-small", PEER + FLOW + "replay_window = 16\n", "replay_window", "32 to 4096"),

@@ -16,6 +16,7 @@ from hostsec.policy.values import (
     format_duration,
     ip_protocol,
     port_range,
+    volume,
 )
 
 
@@ -150,3 +151,24 @@ def test_lines_of_inline_array_of_tables() -> None:
 def test_find_a_value_line() -> None:
     lines = TomlLines('a = [\n  "one",\n  "two",\n]\n')
     assert lines.find("two", 1) == 3 and lines.find("absent", 1) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [(1000, 1000), ("1000", 1000), ("64k", 65536), ("64K", 65536), ("500M", 500 << 20),
+     ("10G", 10 << 30), ("2t", 2 << 40), (" 3 m ", 3 << 20), ("off", None)],
+)  # fmt: skip
+def test_volumes(value: object, count: int | None) -> None:
+    assert volume(value, 1, 1 << 62) == count
+
+
+@pytest.mark.parametrize("value", ["", "k", "1.5G", "10 GB", "-5", "1e9", True, 2.5, ["1G"]])
+def test_bad_volumes(value: object) -> None:
+    with pytest.raises(FieldError):
+        volume(value, 1, 1 << 62)
+
+
+def test_volume_range() -> None:
+    with pytest.raises(FieldError, match="out of range"):
+        volume("63k", 64 << 10, 1 << 62)
+    assert volume("64k", 64 << 10, 1 << 62) == 64 << 10
