@@ -369,12 +369,11 @@ class Agent:
             log.warning("%s: not applied; its previous version (if any) stays in force", path)
         now = time.monotonic()
         restart = {f.name for f in diff.flows_of_changed_peers}
-        for flow in diff.flows_removed:
-            self._remove_flow(flow.name, now)
-        for old, _new in diff.flows_changed:
-            self._remove_flow(old.name, now)
-        for name in restart:
-            self._remove_flow(name, now)
+        removing = [f.name for f in diff.flows_removed]
+        removing += [old.name for old, _new in diff.flows_changed]
+        removing += sorted(restart)
+        if removing:
+            self._remove_flows(list(dict.fromkeys(removing)), now)
         for gone in diff.peers_removed:
             self.ike.delete_peer(gone.name, now)
         for old_peer, _new_peer in diff.peers_changed:
@@ -498,24 +497,33 @@ class Agent:
             flow.name, flow.protection, flow.mode.value, peer.address, state.state, flow.keying,
         )  # fmt: skip
 
-    def _remove_flow(self, name: str, now: float) -> None:
-        state = self.flows.pop(name, None)
-        if state is None:
-            return
+    def _remove_flows(self, names: list[str], now: float) -> None:
+        """Take ``names`` out of the data path and IKE, then their routing and firewall
+        rules, each of those once for all of them."""
         assert self.datapath is not None
-        self.datapath.to_out(m.RemoveFlow(name))
-        for key, sa in list(self.sas.items()):
-            if sa.flow == name:
-                if key[2] == "in":
-                    self.datapath.to_in(m.RemoveInbound(key[0], key[1]))
-                del self.sas[key]
-        if state.flow.keying is Keying.IKE:
-            self.ike.delete_child(state.peer.name, name, now)
-        with contextlib.suppress(Exception):
-            self._os_call(self.router.remove_flow, name)
-        with contextlib.suppress(Exception):
-            self._os_call(self.firewall.remove_flow, name)
-        log.info("flow %s removed", name)
+        gone: list[str] = []
+        for name in names:
+            state = self.flows.pop(name, None)
+            if state is None:
+                continue
+            gone.append(name)
+            self.datapath.to_out(m.RemoveFlow(name))
+            for key, sa in list(self.sas.items()):
+                if sa.flow == name:
+                    if key[2] == "in":
+                        self.datapath.to_in(m.RemoveInbound(key[0], key[1]))
+                    del self.sas[key]
+            if state.flow.keying is Keying.IKE:
+                self.ike.delete_child(state.peer.name, name, now)
+        if not gone:
+            return
+        for remove in (self.router.remove_flows, self.firewall.remove_flows):
+            try:
+                self._os_call(remove, gone)
+            except Exception as exc:  # what is left still fails closed
+                log.error("removing flows %s: %s", ", ".join(gone), exc)
+        for name in gone:
+            log.info("flow %s removed", name)
 
     def _install(
         self,

@@ -121,24 +121,34 @@ def test_clean_stop_removes_everything_and_restart_after_crash_cleans_up() -> No
 
 
 def test_an_agent_with_hundreds_of_flows_starts_and_stops_cleanly() -> None:
-    """Flows are installed in batches (one firewall transaction, one rule read-back): an
-    agent with 400 flows is ready within the lab's start timeout, every flow is in force,
-    and a clean stop removes all of it."""
+    """Flows are installed and removed in batches (one firewall transaction, one dump of
+    the rules and routes): an agent with 400 flows is ready within the lab's start
+    timeout, every flow is in force; removing their file takes them all out at once (the
+    agent's loop, which also runs IKE, is never blocked for long); a clean stop removes
+    the rest."""
     count = 400
     with AgentLab(prefix="hsmany") as lab:
         a, b = lab.address("a"), lab.address("b")
-        text = psk_peer(lab, "a", "b", b, local_id=a)
-        for i in range(count):
-            text += telnet_flows("b", "a", port=2000 + i, name=f"f{i}")[0]
-        lab.write_policy("a", text)
+        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a), file="peer.toml")
+        text = "".join(telnet_flows("b", "a", port=2000 + i, name=f"f{i}")[0] for i in range(count))
+        flows = lab.write_policy("a", text, file="flows.toml")
+        lab.write_policy("a", telnet_flows("b", "a", port=23)[0], file="telnet.toml")
         host = lab.hosts["a"]
         baseline = ns_state(host)
         lab.start_agent("a")  # fails after AGENT_START_TIMEOUT
         status = lab.status("a")
-        assert len(status["flows"]) == count
+        assert len(status["flows"]) == count + 1
         assert {f["state"] for f in status["flows"]} == {"trap"}
         running = ns_state(host)
-        assert sorted(r["dport"] for r in _rules(running)) == list(range(2000, 2000 + count))
-        assert len(_nft_flows(running)) == count
+        ports = [*range(2000, 2000 + count), 23]
+        assert sorted(r["dport"] for r in _rules(running)) == sorted(ports)
+        assert len(_nft_flows(running)) == count + 1
+
+        flows.unlink()
+        lab.wait_for("a", lambda s: [f["name"] for f in s["flows"]] == ["telnet"], timeout=10)
+        left = ns_state(host)
+        assert [r["dport"] for r in _rules(left)] == [23]
+        assert len(_routes(left)) == 2 and _nft_flows(left) == ["hostsec flow telnet"]
+
         assert lab.stop_agent("a") == 0
         assert ns_state(host) == baseline

@@ -269,7 +269,11 @@ class NftablesFirewall:
             raise
 
     def remove_flow(self, name: str) -> None:
-        if self._flows.pop(name, None) is not None:
+        self.remove_flows([name])
+
+    def remove_flows(self, names: list[str]) -> None:
+        """Stop enforcing ``names`` in one transaction."""
+        if [name for name in names if self._flows.pop(name, None) is not None]:
             self._write()
 
     def drop_leftovers(self) -> None:

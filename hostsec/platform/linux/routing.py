@@ -349,14 +349,22 @@ class LinuxPolicyRouter:
 
     def remove_flow(self, name: str) -> None:
         """Remove the flow's rule first, then its routes (never a rule without a table)."""
-        inst = self._flows.pop(name, None)
-        if inst is None:
+        self.remove_flows([name])
+
+    def remove_flows(self, names: list[str]) -> None:
+        """Remove several flows: every rule first, then every route (never a rule without
+        a table), with one dump of each per address family, whatever their number."""
+        insts = [inst for n in names if (inst := self._flows.pop(n, None)) is not None]
+        if not insts:
             return
-        family = _family(inst.flow.version)
-        for rule in self._marked_rules((family,)):
-            if rule["table"] == inst.table:
+        tables = {(_family(i.flow.version), i.table) for i in insts}
+        families = tuple(sorted({family for family, _table in tables}))
+        for rule in self._marked_rules(families):
+            if (rule["family"], rule["table"]) in tables:
                 self._delete_rule(rule)
-        self._flush_table(family, inst.table)
+        for family, table, route in self._marked_routes():
+            if (family, table) in tables:
+                self._delete_route(route)
 
     def attach(self) -> None:
         """(Re)install the TUN routes of all flows, e.g. after the TUN was reopened."""
