@@ -1,7 +1,7 @@
 """A TCP echo service and a verifying client: the "telnet session" of the demo and tests.
 
     python -m hostsec.agent.echo serve ADDRESS PORT            # echo every byte back
-    python -m hostsec.agent.echo client ADDRESS PORT NBYTES [TIMEOUT [LABEL]]
+    python -m hostsec.agent.echo client ADDRESS PORT NBYTES [TIMEOUT [LABEL [RATE]]]
                                                               # send NBYTES, expect them back
 
 The client sends a deterministic pseudo-random stream and checks every byte that comes
@@ -55,9 +55,17 @@ def stream(nbytes: int, label: str = "hostsec-demo") -> bytes:
 
 
 def client(
-    address: str, port: int, nbytes: int, timeout: float = 30.0, label: str = "hostsec-demo"
+    address: str,
+    port: int,
+    nbytes: int,
+    timeout: float = 30.0,
+    label: str = "hostsec-demo",
+    rate: float | None = None,
 ) -> dict[str, object]:
+    """Send ``nbytes`` of the ``label`` stream (at most ``rate`` octets per second if
+    given) and check that exactly they come back."""
     payload = stream(nbytes, label)
+    pause = 16384 / rate if rate else 0.0
     started = time.monotonic()
     received = bytearray()
     with socket.create_connection((address, port), timeout=timeout) as sock:
@@ -66,6 +74,8 @@ def client(
             view = memoryview(payload)
             for offset in range(0, len(view), 16384):
                 sock.sendall(view[offset : offset + 16384])
+                if pause:
+                    time.sleep(pause)
             sock.shutdown(socket.SHUT_WR)
 
         sender = threading.Thread(target=send, daemon=True)
@@ -92,8 +102,9 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "client":
         timeout = float(argv[4]) if len(argv) > 4 else 30.0
         label = argv[5] if len(argv) > 5 else "hostsec-demo"
+        rate = float(argv[6]) if len(argv) > 6 else None
         try:
-            result = client(argv[1], int(argv[2]), int(argv[3]), timeout, label)
+            result = client(argv[1], int(argv[2]), int(argv[3]), timeout, label, rate)
         except OSError as exc:
             result = {"ok": False, "error": str(exc)}
         print(json.dumps(result), flush=True)

@@ -259,8 +259,12 @@ def test_sigkill_mid_transfer_fails_closed_and_restart_recovers(victim: str) -> 
         cap = lab.capture(SERVER)
         nbytes, label = 4_000_000, f"killed-{victim}"
         argv = [sys.executable, "-m", "hostsec.agent.echo", "client", address, "23"]
+        # Paced (about 2 s at 2 MB/s), so that the kill lands mid-transfer however fast
+        # the data path is.
         background = lab.hosts[CLIENT].popen(
-            [*argv, str(nbytes), "40", label], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*argv, str(nbytes), "40", label, str(nbytes / 2)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         # Mid-transfer: the server's agent has taken in a good part of the stream.
         lab.wait_for(SERVER, lambda s: sa_stats(s, "telnet", "in")[0]["packets"] > 300)
