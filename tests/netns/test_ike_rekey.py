@@ -41,6 +41,18 @@ def hold_ike(lab: AgentLab, what: str | None) -> None:
     lab.drop_sent(f"udp dport 500 @th,208,8 36 @th,216,8 & 0x20 == {flag}" if what else None)
 
 
+def _session_result(lab: AgentLab, transfer: Any, seconds: float) -> dict[str, Any]:
+    """The paced session's result, checked complete and byte-exact (with both agents'
+    logs when it is not)."""
+    try:
+        result: dict[str, Any] = transfer.result(seconds + 30)
+    except ChildFailed as exc:
+        pytest.fail(f"session broken: {exc}\n=== a\n{lab.log('a')}\n=== b\n{lab.log('b')}")
+    assert result["ok"], (result, lab.log("a"), lab.log("b"))
+    assert result["bytes"] == CHUNK * int(seconds / INTERVAL)
+    return result
+
+
 def _flow(status: dict[str, Any]) -> dict[str, Any]:
     return next(f for f in status["flows"] if f["name"] == "telnet")
 
@@ -113,12 +125,7 @@ def test_rekeys_from_both_sides_during_a_transfer() -> None:
         collision_end = time.monotonic()
         assert transfer.alive(), "the session ended before the rekeys: lengthen SECONDS"
 
-        try:
-            result = transfer.result(SECONDS + 30)
-        except ChildFailed as exc:
-            pytest.fail(f"session broken: {exc}\n=== a\n{lab.log('a')}\n=== b\n{lab.log('b')}")
-        assert result["ok"], (result, lab.log("a"), lab.log("b"))
-        assert result["bytes"] == CHUNK * int(SECONDS / INTERVAL)
+        result = _session_result(lab, transfer, SECONDS)
         # No stall outside the collision, whose held responses cost what a slow link would
         # (each end sends on the pair it answered for before the other end installed it).
         stalls = [
@@ -161,12 +168,7 @@ def test_volume_lifetime_rekeys_the_child_sa_during_a_transfer() -> None:
         lab.start_agents()
         lab.serve_echo("b", 23)
         transfer = lab.hosts["a"].spawn(paced_echo, b, 23, seconds)
-        try:
-            result = transfer.result(seconds + 30)
-        except ChildFailed as exc:
-            pytest.fail(f"session broken: {exc}\n=== a\n{lab.log('a')}\n=== b\n{lab.log('b')}")
-        assert result["ok"], (result, lab.log("a"), lab.log("b"))
-        assert result["bytes"] == CHUNK * int(seconds / INTERVAL)
+        _session_result(lab, transfer, seconds)
         logs = lab.log("a") + lab.log("b")
         rekeys = logs.count("(rekey of 0x")
         assert rekeys >= 3, logs  # about 4 MB each way over 1 MB lifetimes

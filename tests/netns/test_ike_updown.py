@@ -18,6 +18,16 @@ pytestmark = pytest.mark.netns
 IKE: dict[str, Any] = {"ike_proposals": ["aes128gcm16-prfsha256-ecp256"]}
 
 
+def _start_pair(lab: AgentLab, flows_a: str, flows_b: str) -> None:
+    """Each host's PSK peer and flows, both agents started, echo services on b's 23, 80."""
+    a, b = lab.address("a"), lab.address("b")
+    lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + flows_a)
+    lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + flows_b)
+    lab.start_agents()
+    lab.serve_echo("b", 23)
+    lab.serve_echo("b", 80)
+
+
 def _flow(status: dict[str, Any], name: str) -> dict[str, Any]:
     return next(f for f in status["flows"] if f["name"] == name)
 
@@ -43,15 +53,11 @@ def _gone(name: str) -> Any:
 
 def test_start_manual_up_and_down() -> None:
     with AgentLab(prefix="hsupdn") as lab:
-        a, b = lab.address("a"), lab.address("b")
+        b = lab.address("b")
         telnet_a, telnet_b = telnet_flows("b", "a", port=23, name="telnet", start="manual")
         web_a, web_b = telnet_flows("b", "a", port=80, name="web", start="start")
         _, web_b = telnet_flows("b", "a", port=80, name="web", start="trap")
-        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
-        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
-        lab.start_agents()
-        lab.serve_echo("b", 23)
-        lab.serve_echo("b", 80)
+        _start_pair(lab, telnet_a + web_a, telnet_b + web_b)
 
         # start = "start": up without any traffic; start = "manual": not.
         status = lab.wait_for("a", _up("web"))
@@ -176,14 +182,10 @@ def test_an_idle_child_sa_is_deleted_and_the_next_packet_brings_it_back() -> Non
     keeps its SA; the idle flow's next packet negotiates a new one."""
     seconds = 22.0  # the busy session outlasts the idle window (10 s, checked every 5 s)
     with AgentLab(prefix="hsidle") as lab:
-        a, b = lab.address("a"), lab.address("b")
+        b = lab.address("b")
         telnet_a, telnet_b = telnet_flows("b", "a", port=23, name="telnet", idle_timeout="10s")
         web_a, web_b = telnet_flows("b", "a", port=80, name="web", idle_timeout="10s")
-        lab.write_policy("a", psk_peer(lab, "a", "b", b, local_id=a, **IKE) + telnet_a + web_a)
-        lab.write_policy("b", psk_peer(lab, "b", "a", a, local_id=b, **IKE) + telnet_b + web_b)
-        lab.start_agents()
-        lab.serve_echo("b", 23)
-        lab.serve_echo("b", 80)
+        _start_pair(lab, telnet_a + web_a, telnet_b + web_b)
         assert lab.echo("a", b, 23, 20_000)["ok"]
         assert lab.echo("a", b, 80, 20_000, label="web")["ok"]
         web_before = {sa["spi"] for sa in _flow(lab.status("a"), "web")["sas"]}
