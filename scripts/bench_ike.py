@@ -248,11 +248,56 @@ class Pairing:
         raise NotImplementedError
 
 
-class HostsecPair(Pairing):
+class HostsecInitiates(Pairing):
+    """A pairing whose initiator is a hostsec agent (lab host ``initiator``, peers named
+    ``peer_prefix`` + k), driven through its control socket."""
+
+    initiator = ""
+    peer_prefix = ""
+    lab: BenchLab
+    used: set[int]
+
+    def sas_left(self) -> int:
+        """IKE SAs on both sides."""
+        raise NotImplementedError
+
+    def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
+        self.used.add(k)
+        return control_up(self.lab.run_dir(self.initiator), f"f-{self.peer_prefix}{k}", timeout)
+
+    def setup_once(self, i: int) -> tuple[float, float | None]:
+        start = time.perf_counter()
+        result = self.up(i + 1)
+        rtt = time.perf_counter() - start
+        if not result["ok"]:
+            raise RuntimeError(f"{self.name}: SA {i + 1} not up: {result}")
+        return rtt, float(result["elapsed"])
+
+    def burst(self, count: int, timeout: float) -> dict[str, Any]:
+        return hostsec_burst(self.up, range(1, count + 1), timeout)
+
+    def teardown(self, timeout: float = 60.0) -> None:
+        for k in sorted(self.used):
+            with contextlib.suppress(ControlError):
+                self.lab.control(self.initiator, "down", name=f"{self.peer_prefix}{k}")
+        self.used.clear()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sas_left() == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name}: SAs left after the teardown")
+
+    def hosts(self) -> list[Host]:
+        return list(self.lab.hosts.values())
+
+
+class HostsecPair(HostsecInitiates):
     """Agent ``hi`` (198.51.100.1-n) initiates to agent ``hr`` (203.0.113.1-n): peer k is
     203.0.113.k from 198.51.100.k, so each side has one peer per address."""
 
     name = HS_HS
+    initiator, peer_prefix = "hi", "r"
 
     def __init__(self, n: int, ike: str, esp: str, prefix: str) -> None:
         super().__init__(n, ike, esp, prefix)
@@ -314,38 +359,11 @@ class HostsecPair(Pairing):
         for host in ("hi", "hr"):
             self.lab.wait_ready(host, timeout=AGENT_START)
 
-    def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
-        self.used.add(k)
-        return control_up(self.lab.run_dir("hi"), f"f-r{k}", timeout)
-
-    def setup_once(self, i: int) -> tuple[float, float | None]:
-        start = time.perf_counter()
-        result = self.up(i + 1)
-        rtt = time.perf_counter() - start
-        if not result["ok"]:
-            raise RuntimeError(f"{self.name}: SA {i + 1} not up: {result}")
-        return rtt, float(result["elapsed"])
-
-    def burst(self, count: int, timeout: float) -> dict[str, Any]:
-        return hostsec_burst(self.up, range(1, count + 1), timeout)
-
-    def teardown(self, timeout: float = 60.0) -> None:
-        for k in sorted(self.used):
-            with contextlib.suppress(ControlError):
-                self.lab.control("hi", "down", name=f"r{k}")
-        self.used.clear()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.lab.ike_count("hi") == 0 and self.lab.ike_count("hr") == 0:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name}: SAs left after the teardown")
+    def sas_left(self) -> int:
+        return self.lab.ike_count("hi") + self.lab.ike_count("hr")
 
     def pids(self) -> list[int]:
         return [self.lab.agents["hi"].pid, self.lab.agents["hr"].pid]
-
-    def hosts(self) -> list[Host]:
-        return list(self.lab.hosts.values())
 
     def memory(self) -> dict[str, int]:
         main_i, all_i = self.lab.agent_rss("hi")
@@ -418,11 +436,12 @@ def charon_conn(ike: str, esp: str, initiator: bool, local: str | None, remote: 
     return conn
 
 
-class HostsecSwanPair(Pairing):
+class HostsecSwanPair(HostsecInitiates):
     """Agent ``hs`` (198.51.100.1) initiates to charon ``sw`` (203.0.113.1-n): peer k is
     203.0.113.k. The charon answers every peer with one wildcard connection."""
 
     name = HS_SW
+    initiator, peer_prefix = "hs", "s"
 
     def __init__(self, n: int, ike: str, esp: str, prefix: str) -> None:
         super().__init__(n, ike, esp, prefix)
@@ -451,38 +470,11 @@ class HostsecSwanPair(Pairing):
         self.charon.load_conn("bench", charon_conn(self.ike, self.esp, False, None, None))
         lab.wait_ready("hs", timeout=AGENT_START)
 
-    def up(self, k: int, timeout: float = 10.0) -> dict[str, Any]:
-        self.used.add(k)
-        return control_up(self.lab.run_dir("hs"), f"f-s{k}", timeout)
-
-    def setup_once(self, i: int) -> tuple[float, float | None]:
-        start = time.perf_counter()
-        result = self.up(i + 1)
-        rtt = time.perf_counter() - start
-        if not result["ok"]:
-            raise RuntimeError(f"{self.name}: SA {i + 1} not up: {result}")
-        return rtt, float(result["elapsed"])
-
-    def burst(self, count: int, timeout: float) -> dict[str, Any]:
-        return hostsec_burst(self.up, range(1, count + 1), timeout)
-
-    def teardown(self, timeout: float = 60.0) -> None:
-        for k in sorted(self.used):
-            with contextlib.suppress(ControlError):
-                self.lab.control("hs", "down", name=f"s{k}")
-        self.used.clear()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.lab.ike_count("hs") == 0 and self.charon.count_ike_sas() == 0:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name}: SAs left after the teardown")
+    def sas_left(self) -> int:
+        return self.lab.ike_count("hs") + self.charon.count_ike_sas()
 
     def pids(self) -> list[int]:
         return [self.lab.agents["hs"].pid, self.charon.pid]
-
-    def hosts(self) -> list[Host]:
-        return list(self.lab.hosts.values())
 
     def close(self) -> None:
         self.charon.stop()
