@@ -26,56 +26,22 @@ from typing import Any
 import psutil
 import vici
 
+from hostsec.agent.swanlab import CHARON, strongswan_conf
 from hostsec.platform.netns import Host
 
-CHARON = "/usr/sbin/charon-systemd"
-PLUGINS = (
-    "random nonce openssl aes sha1 sha2 hmac kdf gcm gmp curve25519 pem pkcs1 pkcs8 x509 "
-    "pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici"
-)
-
-STRONGSWAN_CONF = """\
-# written by scripts/bench_swan.py (STRONGSWAN_CONF={dir}/strongswan.conf)
-charon {{
-  load = {plugins}
-  install_virtual_ip = no
-  # a new IKE_SA for every initiate, even of the same connection (benchmark: many SAs
-  # between one address pair)
-  reuse_ikesa = no
-  # No half-open limit per IP (default 5) and no COOKIEs (default from 10 half-open, 3 per
-  # IP): every strongSwan SA of the benchmark comes from one address, and with COOKIEs
-  # 5.9.8 loses the race between the IKE_SA_INIT response and its own retry with the
-  # cookie on a fast link ("ignoring request with ID 0, already processing"): a 4 s
-  # retransmission stalls every burst. hostsec keeps its COOKIEs (from 10 half-open),
-  # which cost it no measurable time here.
-  block_threshold = 100000
-  cookie_threshold = 100000
-  cookie_threshold_ip = 100000
-  filelog {{
-    log {{
-      path = {dir}/charon.log
-      append = no
-      time_format = %T
-      flush_line = no
-      default = 0
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{dir}/charon.vici
-    }}
-    kernel-libipsec {{
-      allow_peer_ts = yes
-    }}
-    socket-default {{
-      fwmark = 0x42
-    }}
-    kernel-netlink {{
-      fwmark = !0x42
-    }}
-  }}
-}}
-"""
+# A new IKE_SA for every initiate, even of the same connection (benchmark: many SAs
+# between one address pair). No half-open limit per IP (default 5) and no COOKIEs (default
+# from 10 half-open, 3 per IP): every strongSwan SA of the benchmark comes from one address,
+# and with COOKIEs 5.9.8 loses the race between the IKE_SA_INIT response and its own retry
+# with the cookie on a fast link ("ignoring request with ID 0, already processing"): a 4 s
+# retransmission stalls every burst. hostsec keeps its COOKIEs (from 10 half-open), which
+# cost it no measurable time here.
+SETTINGS = {
+    "reuse_ikesa": "no",
+    "block_threshold": 100000,
+    "cookie_threshold": 100000,
+    "cookie_threshold_ip": 100000,
+}
 
 
 class CharonError(Exception):
@@ -102,7 +68,15 @@ class Charon:
 
     def start(self, timeout: float = 15.0) -> None:
         conf = self.dir / "strongswan.conf"
-        conf.write_text(STRONGSWAN_CONF.format(dir=self.dir, plugins=PLUGINS))
+        conf.write_text(
+            strongswan_conf(
+                self.dir,
+                "scripts/bench_swan.py",
+                settings=SETTINGS,
+                log={"default": 0},
+                flush_log=False,
+            )
+        )
         with contextlib.suppress(FileNotFoundError):
             self.vici_path.unlink()
         out = open(self.dir / "charon.stdout", "ab")  # noqa: SIM115 - the child's stdout

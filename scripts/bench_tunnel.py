@@ -52,6 +52,7 @@ import psutil
 
 import hostsec
 from hostsec.agent.lab import AgentLab
+from hostsec.agent.swanlab import CHARON, strongswan_conf
 from hostsec.platform.netns import Host, Lab
 
 PORT = 5201
@@ -99,39 +100,6 @@ proposal = "aes128gcm16"
 encryption_key = "{key_ba}"
 """
 
-_PLUGINS = (
-    "random nonce openssl aes sha1 sha2 hmac kdf gcm gmp curve25519 pem pkcs1 x509 pubkey"
-    " kernel-libipsec kernel-netlink socket-default vici"
-)
-# strongSwan: the recipe of ../shared/interop (charon-systemd, kernel-libipsec first,
-# private STRONGSWAN_CONF and vici socket, fwmark pair for host-to-host selectors).
-_STRONGSWAN_CONF = """\
-charon {{
-  load = {plugins}
-  install_virtual_ip = no
-  filelog {{
-    log {{
-      path = {dir}/charon.log
-      append = no
-      default = 1
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{dir}/charon.vici
-    }}
-    kernel-libipsec {{
-      allow_peer_ts = yes
-    }}
-    socket-default {{
-      fwmark = 0x42
-    }}
-    kernel-netlink {{
-      fwmark = !0x42
-    }}
-  }}
-}}
-"""
 
 _SWANCTL_CONF = """\
 connections {{
@@ -376,9 +344,7 @@ def case_strongswan() -> Iterator[Case]:
             side = lab.workdir / name
             (side / "swanctl").mkdir(parents=True)
             dirs[name] = side
-            (side / "strongswan.conf").write_text(
-                _STRONGSWAN_CONF.format(dir=side, plugins=_PLUGINS)
-            )
+            (side / "strongswan.conf").write_text(strongswan_conf(side, "scripts/bench_tunnel.py"))
             local_port, remote_port = ("", f"/{PORT}") if name == "a" else (f"/{PORT}", "")
             (side / "swanctl" / "swanctl.conf").write_text(
                 _SWANCTL_CONF.format(
@@ -390,7 +356,7 @@ def case_strongswan() -> Iterator[Case]:
                 )
             )
             proc = host.popen(
-                ["env", f"STRONGSWAN_CONF={side}/strongswan.conf", "charon-systemd"],
+                ["env", f"STRONGSWAN_CONF={side}/strongswan.conf", CHARON],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from hostsec.agent.swanlab import CHARON
 from hostsec.platform.netns import lab_namespaces, remove_stale
 
 REQUIRED_TOOLS = ("ip", "nft", "tcpdump")
-CHARON = "/usr/sbin/charon-systemd"
 
 
 def _unavailable() -> str | None:

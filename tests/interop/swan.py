@@ -23,61 +23,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hostsec.agent.swanlab import CHARON, SWANCTL, strongswan_conf
 from hostsec.platform.netns import Host
 
 if TYPE_CHECKING:
     import vici
 
-CHARON = "/usr/sbin/charon-systemd"
-SWANCTL = "/usr/sbin/swanctl"
 PSK = "interop-test-psk-0123456789"
-
-# Explicit plugin list: kernel-libipsec MUST precede kernel-netlink (the first kernel-ipsec
-# backend registered wins) and 5.9.8 needs kdf for IKE key derivation (recipe pitfalls 1-2).
-PLUGINS = (
-    "random nonce openssl aes sha1 sha2 hmac kdf gcm chapoly gmp curve25519 pem pkcs1 pkcs8 "
-    "x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici"
-)
-
-STRONGSWAN_CONF = """\
-# strongswan.conf written by tests/interop/swan.py (STRONGSWAN_CONF={dir}/strongswan.conf)
-charon {{
-  load = {plugins}
-  install_virtual_ip = no
-  keep_alive = {keep_alive}
-  # retransmission (and so dead peer detection) as fast as the tests need
-  retransmit_timeout = {retransmit_timeout}
-  retransmit_tries = {retransmit_tries}
-  filelog {{
-    log {{
-      path = {dir}/charon.log
-      append = yes
-      time_format = %T
-      flush_line = yes
-      default = 1
-      ike = 2
-      cfg = 2
-      knl = 1
-      esp = 1
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{dir}/charon.vici
-    }}
-    kernel-libipsec {{
-      # the remote TS is the IKE peer itself (host-to-host): needs the fwmark pair below
-      allow_peer_ts = yes
-    }}
-    socket-default {{
-      fwmark = 0x42
-    }}
-    kernel-netlink {{
-      fwmark = !0x42
-    }}
-  }}
-}}
-"""
 
 
 def render_swanctl(value: Mapping[str, Any], indent: int = 0) -> str:
@@ -156,12 +108,17 @@ class Charon:
 
     def write_config(self) -> None:
         self.conf_path.write_text(
-            STRONGSWAN_CONF.format(
-                dir=self.dir,
-                plugins=PLUGINS,
-                keep_alive=self.keep_alive,
-                retransmit_timeout=self.retransmit_timeout,
-                retransmit_tries=self.retransmit_tries,
+            strongswan_conf(
+                self.dir,
+                "tests/interop/swan.py",
+                # retransmission (and so dead peer detection) as fast as the tests need
+                settings={
+                    "keep_alive": self.keep_alive,
+                    "retransmit_timeout": self.retransmit_timeout,
+                    "retransmit_tries": self.retransmit_tries,
+                },
+                log={"default": 1, "ike": 2, "cfg": 2, "knl": 1, "esp": 1},
+                append_log=True,
             )
         )
         for sub in ("x509", "x509ca", "private", "pkcs8"):
