@@ -62,10 +62,10 @@ def client(
     label: str = "hostsec-demo",
     rate: float | None = None,
 ) -> dict[str, object]:
-    """Send ``nbytes`` of the ``label`` stream (at most ``rate`` octets per second if
-    given) and check that exactly they come back."""
+    """Send ``nbytes`` of the ``label`` stream (paced at ``rate`` octets per second if
+    given: a transfer that lasts long enough for something to happen in the middle of it,
+    however fast the path) and check that exactly they come back."""
     payload = stream(nbytes, label)
-    pause = 16384 / rate if rate else 0.0
     started = time.monotonic()
     received = bytearray()
     with socket.create_connection((address, port), timeout=timeout) as sock:
@@ -73,9 +73,11 @@ def client(
         def send() -> None:
             view = memoryview(payload)
             for offset in range(0, len(view), 16384):
+                if rate:  # on schedule from the start, whatever each sendall took
+                    delay = started + offset / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 sock.sendall(view[offset : offset + 16384])
-                if pause:
-                    time.sleep(pause)
             sock.shutdown(socket.SHUT_WR)
 
         sender = threading.Thread(target=send, daemon=True)

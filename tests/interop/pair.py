@@ -334,8 +334,8 @@ start = "{"trap" if case.hostsec_starts else "manual"}"
         """The verifying echo client, paced over ``seconds`` and left running (for
         rekeys in the middle of a transfer); ``communicate()`` gives its JSON line."""
         argv = [
-            "ip", "netns", "exec", self.hs.netns, sys.executable, "-m",
-            "tests.interop.paced_echo", self.sw_addr, "23", str(nbytes), str(seconds), label,
+            "ip", "netns", "exec", self.hs.netns, sys.executable, "-m", "hostsec.agent.echo",
+            "client", self.sw_addr, "23", str(nbytes), "30", label, str(nbytes / seconds),
         ]  # fmt: skip
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
