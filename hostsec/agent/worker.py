@@ -88,7 +88,7 @@ ROUNDS = 16  # batches per readiness event before the control channel gets a loo
 SOCKET_BUFFER = 8 << 20  # socket buffers: a burst of 64 KB runs must not overflow them
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-EVENT_INTERVAL = 0.25  # seconds between collections of SA events
+EVENT_INTERVAL = 0.25  # seconds between collections of SA events (lifetime events go at once)
 MAX_PACKET = 65535
 _IP_PKTINFO = 8
 _IPV6_PKTINFO = 50
@@ -328,7 +328,7 @@ def run_outbound(ctl: socket.socket, tun_fd: int, udp: dict[int, socket.socket])
             for message in messages:
                 _outbound_command(engine, message, ctl, transmit, tx.errors, io)
         now = time.monotonic()
-        if now - last_events >= EVENT_INTERVAL:
+        if engine.events_due or now - last_events >= EVENT_INTERVAL:
             last_events = now
             events = engine.poll_events()
             if events:
@@ -483,7 +483,7 @@ def run_inbound(
             for message in messages:
                 _inbound_command(engine, message, ctl, writer)
         now = time.monotonic()
-        if now - last_events >= EVENT_INTERVAL:
+        if engine.events_due or now - last_events >= EVENT_INTERVAL:
             last_events = now
             events = engine.poll_events()
             if events:

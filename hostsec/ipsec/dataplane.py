@@ -121,6 +121,10 @@ class Outbound:
         self._flows: dict[str, _Flow] = {}
         self._events: list[DataplaneEvent] = []
         self.drops: dict[str, int] = {}
+        self.events_due = False  # an SA queued a lifetime event: poll_events now
+
+    def _event_due(self) -> None:
+        self.events_due = True
 
     # -- configuration ------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class Outbound:
         else:
             how, port = Transmit.IP, 0
         entry.carrier = _Carrier(sa, how, first.dst.packed, port)
+        for member in entry.carrier.sas():
+            member.on_event = self._event_due
         entry.acquiring = False
         out: list[Output] = []
         while entry.held:
@@ -265,6 +271,7 @@ class Outbound:
         return events
 
     def poll_events(self) -> list[DataplaneEvent]:
+        self.events_due = False
         events, self._events = self._events, []
         for entry in self._flows.values():
             if entry.carrier is not None:
@@ -294,9 +301,16 @@ class Inbound:
     def __init__(self) -> None:
         self.sad = SAD()
         self.keepalives = 0
+        self.events_due = False  # an SA queued a lifetime event: poll_events now
+
+    def _event_due(self) -> None:
+        self.events_due = True
 
     def install(self, configs: list[SAConfig], now: float) -> None:
-        self.sad.add(build_sa_or_bundle(configs, now))
+        entry = build_sa_or_bundle(configs, now)
+        for member in _members(entry):
+            member.on_event = self._event_due
+        self.sad.add(entry)
 
     def remove(self, protocol: Protocol, spi: int) -> None:
         self.sad.remove(protocol, spi)
@@ -366,6 +380,7 @@ class Inbound:
         return [sa for e in self.sad.entries() for sa in _members(e)]
 
     def poll_events(self) -> list[SAEvent]:
+        self.events_due = False
         return [ev for sa in self.sas() for ev in sa.poll_events()]
 
 

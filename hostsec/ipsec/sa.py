@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hostsec.crypto.proposals import Encryption, Mode, Protocol
@@ -161,6 +162,10 @@ class SecurityAssociation:
         self.stats = SAStats()
         self.expired = False  # hard lifetime reached: every packet is now dropped
         self._events: list[SAEvent] = []
+        # Told when an event is queued: a data path sends lifetime events at once, not at
+        # its next periodic collection (a soft byte limit is only a margin ahead of the hard
+        # one, which a fast flow can cross in milliseconds).
+        self.on_event: Callable[[], None] | None = None
         self._fired: set[tuple[bool, str]] = set()
         self.seq = 0  # outbound: last sequence number used
         self.seq_max = SEQ_MAX_64 if config.esn else SEQ_MAX_32
@@ -200,6 +205,8 @@ class SecurityAssociation:
         self._events.append(LifetimeExpired(self.spi, self.config.direction, hard, cause))
         if hard:
             self.expired = True
+        if self.on_event is not None:
+            self.on_event()
 
     def _account_slow(self) -> None:
         """Called when a byte or packet counter passed its mark."""

@@ -6,7 +6,7 @@ import pytest
 
 from hostsec.crypto.proposals import Protocol
 from hostsec.ipsec.dataplane import Acquire, Inbound, Outbound, Transmit
-from hostsec.ipsec.sa import Mode
+from hostsec.ipsec.sa import Direction, Lifetime, LifetimeExpired, Mode
 from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.ipsec.spd import SPD
 from hostsec.wire.udpencap import NON_ESP_MARKER, Datagram
@@ -138,3 +138,28 @@ def test_inbound_ip_udp_and_bundle() -> None:
     assert engine.process_ip(wire) == packet
     bare_esp = keys_esp[0].protect(packet)
     assert engine.process_ip(bare_esp) is None  # ESP without its AH: unknown SPI
+
+
+def test_lifetime_events_are_due_at_once_in_both_directions() -> None:
+    """A soft byte limit crossed by a packet marks the engine's events due (the worker sends
+    them after that batch, not at its next periodic collection); polling clears the mark."""
+    soft, hard = Lifetime(bytes=2_500), Lifetime(bytes=100_000)
+    out_sa, in_sa = sa_pair("aes128gcm16", spi=0x3001, soft=soft, hard=hard)
+    outbound, inbound = Outbound(), Inbound()
+    outbound.add_flow("telnet", telnet_client())
+    outbound.install("telnet", [out_sa.config], 0.0)
+    inbound.install([in_sa.config], 0.0)
+    packet = ipv4_tcp(A, B, b"x" * 960)
+    wire = []
+    for _ in range(3):
+        assert not outbound.events_due and not inbound.events_due
+        result = outbound.process(packet)
+        assert result is not None
+        wire.append(result[3])
+        assert inbound.process_ip(wire[-1]) == packet
+    assert outbound.events_due and inbound.events_due
+    assert outbound.poll_events() == [LifetimeExpired(0x3001, Direction.OUTBOUND, False, "bytes")]
+    assert inbound.poll_events() == [LifetimeExpired(0x3001, Direction.INBOUND, False, "bytes")]
+    assert not outbound.events_due and not inbound.events_due
+    outbound.process(packet)
+    assert not outbound.events_due  # each limit fires once
