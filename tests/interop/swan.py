@@ -1,33 +1,25 @@
 """A strongSwan 5.9 charon in a lab host, configured through vici (``../shared/interop/``).
 
-The recipe: ``charon-systemd`` (no pid file, foreground) with a private
-``STRONGSWAN_CONF``; the userspace ``kernel-libipsec`` backend (this kernel has no ESP
-xfrm types) before ``kernel-netlink``; the vici socket in the charon's own directory;
-``allow_peer_ts`` plus the fwmark pair so that host-to-host TS do not swallow IKE itself.
-Connections, secrets, keys and certificates are loaded over vici; the same connections
-are also written out as ``swanctl/swanctl.conf`` so that a failing case can be replayed by
-hand with ``swanctl --load-all -u unix://<dir>/charon.vici``.
-
-The charon is started and stopped by PID (the lab also ends it by PID when it closes).
+The daemon, its strongswan.conf recipe and its life cycle (started, and stopped by PID;
+the lab also ends it by PID when it closes) are :class:`hostsec.agent.swanlab.Charon`'s.
+Here: the tests' settings and log levels, and what they load. Connections, secrets, keys
+and certificates are loaded over vici; the same connections are also written out as
+``swanctl/swanctl.conf`` so that a failing case can be replayed by hand with
+``swanctl --load-all -u unix://<dir>/charon.vici``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hostsec.agent.swanlab import CHARON, SWANCTL, strongswan_conf
+from hostsec.agent import swanlab
+from hostsec.agent.swanlab import SWANCTL, CharonError, strongswan_conf
 from hostsec.platform.netns import Host
-
-if TYPE_CHECKING:
-    import vici
 
 PSK = "interop-test-psk-0123456789"
 
@@ -61,12 +53,10 @@ def _text(item: object) -> str:
     return str(item)
 
 
-class CharonError(Exception):
-    """The charon did not start, or refused a vici command."""
-
-
-class Charon:
-    """One charon in ``host``; state (configs, log, vici socket) in ``directory``."""
+class Charon(swanlab.Charon):
+    """One charon in ``host``; state (configs, log, vici socket) in ``directory``.
+    What was loaded over vici is loaded again after a restart, and written out as
+    ``swanctl/swanctl.conf``."""
 
     def __init__(
         self,
@@ -76,109 +66,39 @@ class Charon:
         retransmit_timeout: float = 1.0,
         retransmit_tries: int = 2,
     ) -> None:
-        self.host = host
-        self.dir = directory
+        super().__init__(host, directory, "tests/interop/swan.py")
         self.keep_alive = keep_alive
         self.retransmit_timeout = retransmit_timeout
         self.retransmit_tries = retransmit_tries
-        self.proc: subprocess.Popen[bytes] | None = None
         self.conns: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
-        self.dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ life cycle
 
-    @property
-    def vici_path(self) -> Path:
-        return self.dir / "charon.vici"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "charon.log"
-
-    @property
-    def conf_path(self) -> Path:
-        return self.dir / "strongswan.conf"
-
     def env(self) -> dict[str, str]:
-        return {
-            "STRONGSWAN_CONF": str(self.conf_path),
-            "SWANCTL_DIR": str(self.dir / "swanctl"),
-        }
+        return {**super().env(), "SWANCTL_DIR": str(self.dir / "swanctl")}
+
+    def config(self) -> str:
+        return strongswan_conf(
+            self.dir,
+            self.written_by,
+            # retransmission (and so dead peer detection) as fast as the tests need
+            settings={
+                "keep_alive": self.keep_alive,
+                "retransmit_timeout": self.retransmit_timeout,
+                "retransmit_tries": self.retransmit_tries,
+            },
+            log={"default": 1, "ike": 2, "cfg": 2, "knl": 1, "esp": 1},
+            append_log=True,
+        )
 
     def write_config(self) -> None:
-        self.conf_path.write_text(
-            strongswan_conf(
-                self.dir,
-                "tests/interop/swan.py",
-                # retransmission (and so dead peer detection) as fast as the tests need
-                settings={
-                    "keep_alive": self.keep_alive,
-                    "retransmit_timeout": self.retransmit_timeout,
-                    "retransmit_tries": self.retransmit_tries,
-                },
-                log={"default": 1, "ike": 2, "cfg": 2, "knl": 1, "esp": 1},
-                append_log=True,
-            )
-        )
+        super().write_config()
         for sub in ("x509", "x509ca", "private", "pkcs8"):
             (self.dir / "swanctl" / sub).mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start charon and wait until its vici socket answers."""
-        if self.running:
-            return
-        self.write_config()
-        with contextlib.suppress(FileNotFoundError):
-            self.vici_path.unlink()
-        out = open(self.dir / "charon.stdout", "ab")  # noqa: SIM115 - the child's stdout
-        env = " ".join(f"{k}={v}" for k, v in self.env().items())
-        # `ip netns exec` and `env` both exec(): the Popen PID is the daemon's.
-        argv = ["env", *env.split(), CHARON]
-        self.proc = self.host.popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CharonError(f"charon exited ({self.proc.returncode}):\n{self.log()}")
-            if self.vici_path.exists():
-                try:
-                    self.session().version()
-                    self._reload()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        raise CharonError(f"charon's vici socket did not appear:\n{self.log()}")
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the peer vanishes without a word (for dead peer detection)."""
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    def on_ready(self) -> None:
+        self._reload()
 
     def log_mark(self) -> int:
         """The log's current length: :meth:`log_since` shows what came after."""
@@ -191,27 +111,6 @@ class Charon:
         return self.log()[mark:]
 
     # ------------------------------------------------------------------ vici
-
-    def session(self, timeout: float = 15.0) -> vici.Session:
-        import vici  # imported here: without it the tests are skipped, not broken
-
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(str(self.vici_path))
-        return vici.Session(sock)
-
-    @contextlib.contextmanager
-    def _vici(self, what: str) -> Iterator[vici.Session]:
-        from vici.exception import CommandException
-
-        session = self.session()
-        try:
-            yield session
-        except CommandException as exc:
-            raise CharonError(f"vici {what}: {exc}") from None
-        finally:
-            with contextlib.suppress(OSError):
-                session.transport.socket.close()
 
     def load_conn(self, name: str, conn: dict[str, Any]) -> None:
         self.conns[name] = conn
