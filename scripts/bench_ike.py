@@ -79,11 +79,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_swan import CHARON, Charon, ChildWatcher
+from bench_swan import Charon, ChildWatcher
 
 from hostsec import __version__
 from hostsec.agent.control import ControlError, request, socket_path
 from hostsec.agent.lab import AgentLab
+from hostsec.agent.swanlab import CHARON
 from hostsec.agent.translate import IkeCredentials, child_config, ike_config, ike_sa_configs
 from hostsec.ike.v2.events import ChildSAUp, Transmit
 from hostsec.ike.v2.manager import IkeManager

@@ -1,23 +1,16 @@
 """A strongSwan 5.9 charon in a lab host, driven through vici, for scripts/bench_ike.py.
 
-The recipe of ../shared/interop/README.md: ``charon-systemd`` (foreground, no pid file)
-with a private ``STRONGSWAN_CONF``; the userspace ``kernel-libipsec`` backend (this kernel
-has no ESP xfrm types) before ``kernel-netlink``; ``kdf`` loaded; the vici socket in the
-charon's own directory; ``allow_peer_ts`` with the fwmark pair so that host-to-host
-selectors do not route IKE itself into the TUN device. Logging is kept to level 0 so that
-the log costs the daemon about what hostsec's few INFO lines per SA cost the agent.
-
-The charon is started by :meth:`Charon.start` (through the lab host, which also ends it by
-PID when the lab closes) and stopped by PID in :meth:`Charon.stop`.
+The daemon and its recipe (../shared/interop/README.md) are
+:class:`hostsec.agent.swanlab.Charon`'s: started by :meth:`Charon.start` (through the lab
+host, which also ends it by PID when the lab closes) and stopped by PID in
+:meth:`Charon.stop`. Here: the benchmark's settings and the vici calls it times. Logging
+is kept to level 0 so that the log costs the daemon about what hostsec's few INFO lines
+per SA cost the agent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +19,8 @@ from typing import Any
 import psutil
 import vici
 
-from hostsec.agent.swanlab import CHARON, strongswan_conf
+from hostsec.agent import swanlab
+from hostsec.agent.swanlab import CharonError, strongswan_conf
 from hostsec.platform.netns import Host
 
 # A new IKE_SA for every initiate, even of the same connection (benchmark: many SAs
@@ -44,87 +38,34 @@ SETTINGS = {
 }
 
 
-class CharonError(Exception):
-    """The charon did not start, or refused a vici command."""
-
-
-class Charon:
+class Charon(swanlab.Charon):
     """One charon in ``host``; its state (config, log, vici socket) in ``directory``."""
 
-    def __init__(self, host: Host, directory: Path) -> None:
-        self.host = host
-        self.dir = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.dir.mkdir(parents=True, exist_ok=True)
+    start_timeout = 15.0
+    stop_timeout = 10.0
+    vici_timeout = 60.0
 
-    @property
-    def vici_path(self) -> Path:
-        return self.dir / "charon.vici"
+    def __init__(self, host: Host, directory: Path) -> None:
+        super().__init__(host, directory, "scripts/bench_swan.py")
+
+    def config(self) -> str:
+        return strongswan_conf(
+            self.dir, self.written_by, settings=SETTINGS, log={"default": 0}, flush_log=False
+        )
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 15.0) -> None:
-        conf = self.dir / "strongswan.conf"
-        conf.write_text(
-            strongswan_conf(
-                self.dir,
-                "scripts/bench_swan.py",
-                settings=SETTINGS,
-                log={"default": 0},
-                flush_log=False,
-            )
-        )
-        with contextlib.suppress(FileNotFoundError):
-            self.vici_path.unlink()
-        out = open(self.dir / "charon.stdout", "ab")  # noqa: SIM115 - the child's stdout
-        # `ip netns exec` and `env` both exec(): the PID is the daemon's.
-        argv = ["env", f"STRONGSWAN_CONF={conf}", CHARON]
-        self.proc = self.host.popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CharonError(f"charon exited ({self.proc.returncode}): {self.log()}")
-            if self.vici_path.exists():
-                try:
-                    self.session().version()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        raise CharonError("charon's vici socket did not appear")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
     def log(self) -> str:
-        try:
-            return (self.dir / "charon.log").read_text(errors="replace")[-4000:]
-        except FileNotFoundError:
-            return ""
+        return super().log()[-4000:]
 
     def rss(self) -> int:
         """The daemon's resident set size, octets."""
         return int(psutil.Process(self.pid).memory_info().rss)
 
     # ------------------------------------------------------------------ vici
-
-    def session(self, timeout: float = 60.0) -> vici.Session:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(str(self.vici_path))
-        return vici.Session(sock)
 
     def load_conn(self, name: str, conn: dict[str, Any]) -> None:
         try:
