@@ -53,11 +53,6 @@ class Charon(swanlab.Charon):
             self.dir, self.written_by, settings=SETTINGS, log={"default": 0}, flush_log=False
         )
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def log(self) -> str:
         return super().log()[-4000:]
 

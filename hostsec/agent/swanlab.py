@@ -163,8 +163,10 @@ class Charon:
         return self.proc is not None and self.proc.poll() is None
 
     @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+    def pid(self) -> int:
+        """The daemon's PID (once started)."""
+        assert self.proc is not None, "charon not started"
+        return self.proc.pid
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float | None = None) -> None:
         """Signal the daemon (by PID) and wait; SIGKILL if it is still there after
