@@ -52,7 +52,7 @@ import psutil
 
 import hostsec
 from hostsec.agent.lab import AgentLab
-from hostsec.agent.swanlab import CHARON, strongswan_conf
+from hostsec.agent.swanlab import Charon
 from hostsec.platform.netns import Host, Lab
 
 PORT = 5201
@@ -344,7 +344,6 @@ def case_strongswan() -> Iterator[Case]:
             side = lab.workdir / name
             (side / "swanctl").mkdir(parents=True)
             dirs[name] = side
-            (side / "strongswan.conf").write_text(strongswan_conf(side, "scripts/bench_tunnel.py"))
             local_port, remote_port = ("", f"/{PORT}") if name == "a" else (f"/{PORT}", "")
             (side / "swanctl" / "swanctl.conf").write_text(
                 _SWANCTL_CONF.format(
@@ -355,18 +354,10 @@ def case_strongswan() -> Iterator[Case]:
                     psk=PSK,
                 )
             )
-            proc = host.popen(
-                ["env", f"STRONGSWAN_CONF={side}/strongswan.conf", CHARON],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            charons[name] = proc
+            # the plain recipe; the lab ends the charon by PID when it closes
+            charons[name] = Charon(host, side, "scripts/bench_tunnel.py")
+            charons[name].start()
         for name, host in (("a", a), ("b", b)):
-            deadline = time.monotonic() + 10
-            while not (dirs[name] / "charon.vici").exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"charon {name} did not open its vici socket")
-                time.sleep(0.05)
             result = _swanctl(host, dirs[name], "--load-all")
             if result.returncode != 0:
                 raise RuntimeError(f"swanctl --load-all ({name}): {result.stdout}{result.stderr}")
@@ -388,7 +379,7 @@ def case_strongswan() -> Iterator[Case]:
                 return f"strongswan: inbound SA carried {found} bytes < {nbytes} received"
             return None
 
-        pids = {f"charon-{n}": p.pid for n, p in charons.items()}
+        pids = {f"charon-{n}": c.pid for n, c in charons.items()}
         yield a, b, ips["b"], pids, check
     finally:
         lab.close()
