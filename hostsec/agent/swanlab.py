@@ -147,7 +147,8 @@ class Charon:
                 raise CharonError(f"charon exited ({self.proc.returncode}):\n{self.log()}")
             if self.vici_path.exists():
                 try:
-                    self.session().version()
+                    with self._vici("version") as session:
+                        session.version()
                     self.on_ready()
                     return
                 except OSError:
