@@ -1063,8 +1063,10 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     inner_head = _VERSION_LENGTH.unpack_from
     trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!II8s{rest}x")
-    # Transport mode: the sum of the outer address words (RFC 1071) of the last call.
-    last_src = last_dst = b""
+    # Transport mode: the outer addresses of the last call (None before the first: no
+    # address is taken unchecked) and the sum of their words (RFC 1071).
+    last_src: bytes | None = None
+    last_dst: bytes | None = None
     address_sum = 0
 
     def decapsulate_tunnel(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
