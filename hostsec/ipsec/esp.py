@@ -57,6 +57,8 @@ from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.esp import ESP_HEADER_LEN, padding
 from hostsec.wire.ip import (
     IPPROTO_ESP,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_IPIP,
     IPPROTO_IPV6,
     IPPROTO_NONE,
@@ -536,8 +538,11 @@ def _nat_fixup(packet: bytes, ihl: int, protocol: int, original: tuple[bytes, by
 # - the tunnel-mode trailer and inner IPv4 length are checked by one comparison with the
 #   expected trailer (padding, pad length, next header) for that inner length;
 # - a packet in order updates the replay window with one store (see replay.py);
-# - the inbound selector check (RFC 4301 5.2) compares integers for IPv4 TCP/UDP (this one
-#   serves the general methods too).
+# - the inbound selector check (RFC 4301 5.2) is compiled per SA: for one remote and one
+#   local IPv4 selector (nearly every SA) into a few comparisons of octet strings with
+#   constants; in transport mode it is given the protocol, addresses and transport header
+#   the path already holds instead of parsing the inner packet it built (the whole-packet
+#   form serves tunnel mode and the general methods).
 # Every packet they do not cover (IPv6 outside, IPv4 options, short or odd packets, TFC
 # padding, other padding, dummy packets) goes to the general methods, which also produce
 # every error. The checks, their order (RFC 4303 3.4.3: replay check, ICV verification,
@@ -557,9 +562,13 @@ _V4_HEADER = struct.Struct("!BBH5sBH8s")  # an IPv4 header without options, midd
 _V4_FIELDS = struct.Struct("!BBHHHBBH8s")  # every field of an IPv4 header without options
 _VERSION_LENGTH = struct.Struct("!BxH")  # version/IHL and total length of an IPv4 header
 _V4_SPLIT = struct.Struct("!BxH2xHxB10x")  # version/IHL, total length, flags/offset, protocol
-# Version/IHL, total length, flags/offset, protocol, addresses, ports (selector fields).
-_FLOW4 = struct.Struct("!BxH2xHxBxxIIHH")
+# Version/IHL, total length, flags/offset, protocol, addresses (the selector fields), and
+# with the ports.
+_FLOW4 = struct.Struct("!BxH2xHxBxx8s")
+_FLOW4_PORTS = struct.Struct("!BxH2xHxBxxIIHH")
 _TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
+_PORTS = struct.Struct("!HH")
+_PORTED = frozenset({IPPROTO_TCP, IPPROTO_UDP, 132, 136})  # as flow_key: SCTP, UDP-Lite too
 _HARD = "SA reached its hard lifetime"
 _PAIR = slice(0, ESP_HEADER_LEN)  # SPI and sequence number of an ESP packet
 _BODY = slice(ESP_HEADER_LEN + 8, None)  # what follows an 8-octet IV
@@ -580,31 +589,190 @@ class _DecapsulatePath(typing.Protocol):
     def __call__(self, esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes: ...
 
 
-def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
-    """``selectors.match(inner, True)`` (RFC 4301 5.2: the inner packet's source among the
-    remote selectors, its destination among the local ones) with the IPv4 selectors
-    compiled into integer ranges, for TCP and UDP in IPv4 without options and not a later
-    fragment; every other packet goes to Selectors.match."""
+#: The inbound selector check of an IPv4 packet already parsed (see _inbound_flow_check):
+#: ``check(protocol, addresses, data, end)``.
+_FlowCheck = Callable[[int, bytes, bytes, int], bool]
+_Range = tuple[int, int, int, int, int]  # protocol, first and last address, port range
+_DESTINATION = slice(4, 8)  # of the 8 octets source || destination
+_ADDRESS_PAIR = struct.Struct("!II")
 
-    def ranges(side: tuple[TrafficSelector, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
-        return tuple(
-            (
-                ts.protocol,
-                int.from_bytes(ts.start_addr, "big"),
-                int.from_bytes(ts.end_addr, "big"),
-                ts.start_port,
-                ts.end_port,
-            )
-            for ts in side
-            if len(ts.start_addr) == 4  # an IPv6 selector never holds an IPv4 address
+
+def _ipv4_ranges(side: tuple[TrafficSelector, ...]) -> tuple[_Range, ...]:
+    """The IPv4 selectors of one side, addresses as integers; an IPv6 selector never holds
+    an IPv4 address and is left out. "Any port" is the range -1..0xFFFF, so that the port
+    -1, standing for "no port" (TrafficSelector.contains with ``port=None``), matches only
+    those selectors."""
+    return tuple(
+        (
+            ts.protocol,
+            int.from_bytes(ts.start_addr, "big"),
+            int.from_bytes(ts.end_addr, "big"),
+            -1 if ts.any_port else ts.start_port,
+            ts.end_port,
         )
+        for ts in side
+        if len(ts.start_addr) == 4
+    )
 
+
+def _inbound_flow_check(selectors: Selectors, offset: int) -> _FlowCheck:
+    """``check(protocol, addresses, data, end)``: ``selectors.match(packet, True)`` (RFC 4301
+    5.2: the source among the remote selectors, the destination among the local ones) for
+    an IPv4 packet that is well formed up to its transport header and not a later fragment
+    (fragment offset 0), from its fields: ``protocol``, ``addresses`` (source and
+    destination, the 8 octets of the header) and the octets after the IP header at
+    ``data[offset:end]`` (``end``: where the packet ends by its total length).
+
+    As flow_key and Selectors.match_key do: TCP, UDP, SCTP and UDP-Lite need their two
+    ports (a shorter packet is malformed: no match); ICMP and ICMPv6 need type and code,
+    whose ``type << 8 | code`` is matched against the remote side only, the local side
+    wanting protocol and address alone; any other protocol has no ports and matches only
+    "any port" selectors.
+
+    One remote and one local selector, the shape of nearly every SA, compile into a closure
+    without loops; other shapes loop over the selectors."""
+    remote, local = _ipv4_ranges(selectors.remote), _ipv4_ranges(selectors.local)
+    ports: Callable[[bytes, int], tuple[int, int]] = _PORTS.unpack_from
+    address_pair: Callable[[bytes], tuple[int, int]] = _ADDRESS_PAIR.unpack
+    ported = _PORTED
+    need_ports = offset + 4  # the least ``end`` holding both ports
+    need_icmp = offset + 2  # ... ICMP type and code
+    after = offset + 1
+
+    if len(remote) == 1 and len(local) == 1:
+        (r_proto, r_low, r_high, r_first, r_last) = remote[0]
+        (l_proto, l_low, l_high, l_first, l_last) = local[0]
+        if r_proto and l_proto and r_proto != l_proto:
+            return _never  # no protocol is both
+        protocol_wanted = r_proto or l_proto  # 0: any
+        r_any, l_any = r_first < 0, l_first < 0
+        no_ports = r_any and l_any
+        # Addresses as octet strings, which compare as big-endian numbers do. ``addresses``
+        # (source || destination) lies between pair_low and pair_high if and only if
+        # (source, destination) lies between (r_low, l_low) and (r_high, l_high) in
+        # lexicographic order: then the source is in its range, and so is the destination
+        # when the remote range is one address (or the local one is every address); else
+        # the destination needs its own test.
+        pair_low = _ADDRESS_PAIR.pack(r_low, l_low)
+        pair_high = _ADDRESS_PAIR.pack(r_high, l_high)
+        l_low_octets, l_high_octets = pair_low[_DESTINATION], pair_high[_DESTINATION]
+        destination_decided = r_low == r_high or (l_low == 0 and l_high == 0xFFFFFFFF)
+        # The ports likewise, as one slice of octets when that test is exact: only the
+        # destination port (any source port), only the source port (any destination
+        # port), or both with a single source port; else as two numbers.
+        lowest = _PORTS.pack(max(r_first, 0), max(l_first, 0))
+        highest = _PORTS.pack(r_last, l_last)
+        if r_any:
+            port_slice = slice(offset + 2, offset + 4)
+            port_low, port_high = lowest[2:], highest[2:]
+        elif l_any:
+            port_slice = slice(offset, offset + 2)
+            port_low, port_high = lowest[:2], highest[:2]
+        else:
+            port_slice = slice(offset, offset + 4)
+            port_low, port_high = lowest, highest
+        ports_by_octets = r_any or l_any or r_first == r_last
+
+        def check_one(protocol: int, addresses: bytes, data: bytes, end: int) -> bool:
+            if (
+                not pair_low <= addresses <= pair_high
+                or (protocol_wanted and protocol != protocol_wanted)
+                or not (
+                    destination_decided or l_low_octets <= addresses[_DESTINATION] <= l_high_octets
+                )
+            ):
+                return False
+            if protocol in ported:
+                if end < need_ports:
+                    return False  # malformed
+                if no_ports:
+                    return True
+                if ports_by_octets:
+                    return port_low <= data[port_slice] <= port_high
+                sport, dport = ports(data, offset)
+                return r_first <= sport <= r_last and l_first <= dport <= l_last
+            if protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                if end < need_icmp:
+                    return False  # malformed
+                return r_any or r_first <= (data[offset] << 8 | data[after]) <= r_last
+            return no_ports
+
+        return check_one
+
+    def check(protocol: int, addresses: bytes, data: bytes, end: int) -> bool:
+        src, dst = address_pair(addresses)
+        if protocol in ported:
+            if end < need_ports:
+                return False
+            sport, dport = ports(data, offset)
+        elif protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            if end < need_icmp:
+                return False
+            sport = data[offset] << 8 | data[after]
+            for proto, low, high, first, last in remote:
+                if (
+                    (not proto or proto == protocol)
+                    and low <= src <= high
+                    and first <= sport <= last
+                ):
+                    break
+            else:
+                return False
+            for proto, low, high, _, _ in local:
+                if (not proto or proto == protocol) and low <= dst <= high:
+                    return True
+            return False
+        else:
+            sport = dport = -1  # no ports: "any port" selectors only
+        for proto, low, high, first, last in remote:
+            if (not proto or proto == protocol) and low <= src <= high and first <= sport <= last:
+                break
+        else:
+            return False
+        for proto, low, high, first, last in local:
+            if (not proto or proto == protocol) and low <= dst <= high and first <= dport <= last:
+                return True
+        return False
+
+    return check
+
+
+def _never(protocol: int, addresses: bytes, data: bytes, end: int) -> bool:
+    return False
+
+
+def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
+    """``selectors.match(inner, True)`` for a whole inner packet. One remote and one local
+    selector: IPv4 without options and not a later fragment through _inbound_flow_check.
+    Other shapes: TCP and UDP in IPv4 without options and not a later fragment through
+    integer ranges (one struct.unpack for every field). Every other packet (IPv6, options,
+    fragments, malformed headers) goes to Selectors.match."""
     general = selectors.match
-    remote, local = ranges(selectors.remote), ranges(selectors.local)
+    remote, local = _ipv4_ranges(selectors.remote), _ipv4_ranges(selectors.local)
+
+    if len(remote) == 1 and len(local) == 1:
+        flow = _inbound_flow_check(selectors, IPV4_HEADER_LEN)
+        head = _FLOW4.unpack_from
+
+        def matches_one(inner: bytes) -> bool:
+            try:
+                vihl, total, frag, protocol, addresses = head(inner)
+            except struct.error:
+                return general(inner, True)
+            if (
+                vihl != 0x45
+                or frag & IPV4_FRAGMENT_OFFSET_MASK
+                or total > len(inner)
+                or total < IPV4_HEADER_LEN
+            ):
+                return general(inner, True)
+            return flow(protocol, addresses, inner, total)
+
+        return matches_one
 
     def matches(inner: bytes) -> bool:
         try:
-            vihl, total, frag, protocol, src, dst, sport, dport = _FLOW4.unpack_from(inner)
+            vihl, total, frag, protocol, src, dst, sport, dport = _FLOW4_PORTS.unpack_from(inner)
         except struct.error:
             return general(inner, True)
         if (
@@ -870,6 +1038,10 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     mask = window.ring_mask
     stats = sa.stats
     selectors = sa._selector_check
+    # Transport mode: the inner packet's protocol, addresses and transport header are
+    # known before it is built (the outer addresses, which RFC 3948 NAT handling keeps).
+    flow = _inbound_flow_check(sa._selectors, 0) if sa._selectors is not None else None
+    whole = typing.cast("Callable[[bytes], bool]", selectors)  # called only with ``flow``
     check_padding = sa._check_padding
     udp = sa._encap is not None
     nat = sa.config.nat_original if udp else None
@@ -1024,9 +1196,16 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
                 _V4_HEADER.pack(0x45, tos, new_total, middle, next_header, csum, pair)
                 + plaintext[:stop]
             )
-            if nat is not None:
+            if nat is not None:  # RFC 3948 3.1.2: a new checksum, the same selector fields
                 inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
-            if selectors is not None and not selectors(inner):
+            # selectors(inner), without parsing inner: its transport header is
+            # plaintext[:stop]. The outer fragment offset (middle[2:4]), copied into inner,
+            # makes a later fragment (no ports): that rare case goes to selectors(inner).
+            if flow is not None and not (
+                flow(next_header, pair, plaintext, stop)
+                if not (middle[2] & 0x1F or middle[3])
+                else whole(inner)
+            ):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
@@ -1054,6 +1233,9 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     mask = window.ring_mask
     stats = sa.stats
     selectors = sa._selector_check
+    # Transport mode: as in _fast_unprotect, the selector fields without parsing the
+    # inner packet (its addresses are ``src`` and ``dst``, and it is never a fragment).
+    flow = _inbound_flow_check(sa._selectors, 0) if sa._selectors is not None else None
     check_padding = sa._check_padding
     nat = sa.config.nat_original if sa._encap is not None else None
     # SPI, sequence number and IV; the size asks for a trailer, the ICV and, in tunnel
@@ -1064,9 +1246,10 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     trailers4 = _TUNNEL4_TRAILERS
     transport_head = struct.Struct(f"!II8s{rest}x")
     # Transport mode: the outer addresses of the last call (None before the first: no
-    # address is taken unchecked) and the sum of their words (RFC 1071).
+    # address is taken unchecked), and their words' sum (RFC 1071).
     last_src: bytes | None = None
     last_dst: bytes | None = None
+    addresses = b""
     address_sum = 0
 
     def decapsulate_tunnel(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
@@ -1118,12 +1301,13 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
         return inner
 
     def decapsulate_transport(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
-        nonlocal last_src, last_dst, address_sum
+        nonlocal last_src, last_dst, addresses, address_sum
         if src != last_src or dst != last_dst:
             if len(src) != 4 or len(dst) != 4:
                 return general(esp, src, dst, ttl)  # IPv6
             last_src, last_dst = src, dst
-            address_sum = int.from_bytes(src + dst, "big")  # congruent mod 0xFFFF
+            addresses = src + dst
+            address_sum = int.from_bytes(addresses, "big")  # congruent mod 0xFFFF
         try:
             spi_in, seq, iv = transport_head.unpack_from(esp)
         except struct.error:
@@ -1165,12 +1349,13 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
             words = 0x4500 + total + IPV4_FLAG_DF + (ttl << 8 | next_header) + address_sum
             header = _V4_FIELDS.pack(
                 0x45, 0, total, 0, IPV4_FLAG_DF, ttl, next_header,
-                0xFFFE - (words - 1) % 0xFFFF, src + dst,
+                0xFFFE - (words - 1) % 0xFFFF, addresses,
             )  # fmt: skip
             inner = header + plaintext[:stop]
-            if nat is not None:
+            if nat is not None:  # RFC 3948 3.1.2: a new checksum, the same selector fields
                 inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
-            if selectors is not None and not selectors(inner):
+            # selectors(inner), without parsing inner: its transport header is plaintext[:stop].
+            if flow is not None and not flow(next_header, addresses, plaintext, stop):
                 raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
