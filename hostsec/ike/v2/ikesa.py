@@ -1700,20 +1700,11 @@ class CreateChildTask(Task):
     def process(self, sa: IkeSA, payloads: tuple[Payload, ...], now: float) -> None:
         assert self.spi_in is not None
         old = self.rekey_of
-        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None:
-            try:
-                group = DhId(invalid_ke.data_u16())
-            except (ValueError, MalformedPacket):
-                group = None
-            if (
-                group is not None
-                and any(group in p.dh for p in self.config.proposals)
-                and (self.kex is None or group != self.kex.group)
-            ):
-                self.group = group
-                sa.queue_task(self, now, first=True)
-                return
+        group = retry_group(payloads, self.config.proposals, self.kex)
+        if group is not None:
+            self.group = group
+            sa.queue_task(self, now, first=True)
+            return
         if find_notify(payloads, NotifyType.TEMPORARY_FAILURE) is not None:
             sa.log(f"{self.config.name}: peer is busy (TEMPORARY_FAILURE); retrying later")
             sa.manager.release_spi(self.spi_in)
@@ -1939,20 +1930,11 @@ class RekeyIkeTask(Task):
 
     def process(self, sa: IkeSA, payloads: tuple[Payload, ...], now: float) -> None:
         assert self.kex is not None
-        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None:
-            try:
-                group = DhId(invalid_ke.data_u16())
-            except (ValueError, MalformedPacket):
-                group = None
-            if (
-                group is not None
-                and group != self.kex.group
-                and any(group in p.dh for p in sa.config.proposals)
-            ):
-                self.group = group
-                sa.queue_task(self, now, first=True)
-                return
+        group = retry_group(payloads, sa.config.proposals, self.kex)
+        if group is not None:
+            self.group = group
+            sa.queue_task(self, now, first=True)
+            return
         if find_notify(payloads, NotifyType.TEMPORARY_FAILURE) is not None:
             self._abandon(sa, "the peer is busy (TEMPORARY_FAILURE)", now, retry=(1.0, 5.0))
             return
@@ -2017,6 +1999,24 @@ class RekeyIkeTask(Task):
 
     def fail(self, sa: IkeSA, reason: str, now: float) -> None:
         sa.rekeying = None
+
+
+def retry_group(
+    payloads: tuple[Payload, ...], proposals: tuple[Proposal, ...], kex: KeyExchange | None
+) -> DhId | None:
+    """The DH group an INVALID_KE_PAYLOAD among ``payloads`` asks a CREATE_CHILD_SA to be
+    retried with (RFC 7296 1.3, 3.10.1): one of ``proposals`` and not the group of ``kex``
+    (the one just sent); None when there is no such notify or it asks for no usable group."""
+    invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+    if invalid_ke is None:
+        return None
+    try:
+        group = DhId(invalid_ke.data_u16())
+    except (ValueError, MalformedPacket):
+        return None
+    if kex is not None and group == kex.group:
+        return None
+    return group if any(group in p.dh for p in proposals) else None
 
 
 def prefer_group(proposals: tuple[Proposal, ...], group: DhId) -> list[Proposal]:
