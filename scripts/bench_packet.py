@@ -47,10 +47,12 @@ from hostsec.ipsec.esp import EspSA
 from hostsec.ipsec.sa import Direction, Mode, SAConfig, UdpEncapsulation
 from hostsec.ipsec.sad import SAD
 from hostsec.ipsec.selectors import Selectors, TrafficSelector
-from hostsec.wire.ip import IPv4Header
+from hostsec.wire.ip import IPv4Header, IPv6Header
 
 A = ipaddress.ip_address("198.51.100.1")
 B = ipaddress.ip_address("198.51.100.2")
+A6 = ipaddress.ip_address("2001:db8::1")
+B6 = ipaddress.ip_address("2001:db8::2")
 RING = 256  # distinct packets per round (fresh sequence numbers, as on the wire)
 WINDOW = 4096  # inbound replay window: the largest allowed (its cost does not depend on it)
 # TCP between A and B (as a flow's SA has them): source remote, destination local inbound.
@@ -70,6 +72,7 @@ class Case:
     udp: bool = False
     api: str = "packet"  # a key of OPS
     selectors: bool = False  # the inbound SA checks its traffic selectors (as the agent's do)
+    v6: bool = False  # IPv6 outer addresses and IPv6 packets (inner ones too in tunnel mode)
 
 
 #: The outbound and inbound operations timed for each api.
@@ -88,6 +91,11 @@ CASES = [
     Case("esp aes128gcm16 tunnel", GCM, ESP, TUNNEL),
     Case("esp aes128gcm16 transport", GCM, ESP, TRANSPORT),
     Case("esp aes128gcm16 tunnel udp", GCM, ESP, TUNNEL, udp=True),
+    Case("esp aes128gcm16 tunnel v6", GCM, ESP, TUNNEL, v6=True),
+    Case("esp aes128gcm16 transport v6", GCM, ESP, TRANSPORT, v6=True),
+    Case("esp aes128gcm16 tunnel udp v6", GCM, ESP, TUNNEL, udp=True, v6=True),
+    Case("esp aes128gcm16 transport udp v6", GCM, ESP, TRANSPORT, udp=True, v6=True),
+    Case("esp aes128gcm16 transport v6 [encap]", GCM, ESP, TRANSPORT, True, "encap", v6=True),
     Case("esp aes128gcm16 transport udp", GCM, ESP, TRANSPORT, udp=True),
     Case("esp aes128gcm16 tunnel [encap]", GCM, ESP, TUNNEL, True, "encap"),
     Case("esp aes128gcm16 transport [encap]", GCM, ESP, TRANSPORT, True, "encap"),
@@ -130,8 +138,8 @@ def make_configs(case: Case) -> tuple[SAConfig, SAConfig]:
             protocol=case.protocol,
             direction=direction,
             mode=case.mode,
-            src=A,
-            dst=B,
+            src=A6 if case.v6 else A,
+            dst=B6 if case.v6 else B,
             encryption=enc,
             integrity=integ,
             encryption_key=enc_key,
@@ -148,13 +156,15 @@ def make_sa(case: Case, config: SAConfig) -> EspSA | AhSA:
     return AhSA(config, 0.0) if case.protocol is Protocol.AH else EspSA(config, 0.0)
 
 
-def ip_packet(size: int) -> bytes:
+def ip_packet(size: int, v6: bool = False) -> bytes:
+    if v6:
+        return IPv6Header(A6.packed, B6.packed, 6).pack(size - 40) + os.urandom(size - 40)
     return IPv4Header(A.packed, B.packed, 6).pack(size - 20) + os.urandom(size - 20)
 
 
 def esp_payload_len(case: Case, size: int) -> int:
     """Octets the cipher processes for a packet of ``size``: payload, padding, trailer."""
-    payload = size if case.mode is Mode.TUNNEL else size - 20
+    payload = size if case.mode is Mode.TUNNEL else size - (40 if case.v6 else 20)
     name = case.proposal.split("-")[0]
     block = 16 if name.startswith("aes") and "gcm" not in name and "ctr" not in name else 4
     return payload + 2 + (-(payload + 2) % block)
@@ -226,9 +236,9 @@ def runners(case: Case, size: int) -> tuple[Runner, Callable[[], Runner]]:
     """(outbound runner, factory of an inbound runner with a fresh inbound SA)."""
     out_config, in_config = make_configs(case)
     out_sa = make_sa(case, out_config)
-    packet = ip_packet(size)
+    packet = ip_packet(size, case.v6)
     packets = [packet] * RING
-    src, dst = A.packed, B.packed
+    src, dst = (A6.packed, B6.packed) if case.v6 else (A.packed, B.packed)
     n = range(RING)
     out_op, in_op = OPS[case.api]
     single = getattr(out_sa, out_op.removesuffix("_many"))
