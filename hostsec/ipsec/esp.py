@@ -56,7 +56,9 @@ from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.wire.errors import MalformedPacket
 from hostsec.wire.esp import ESP_HEADER_LEN, padding
 from hostsec.wire.ip import (
+    IPPROTO_AH,
     IPPROTO_ESP,
+    IPPROTO_FRAGMENT,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_IPIP,
@@ -68,6 +70,7 @@ from hostsec.wire.ip import (
     IPV4_FLAG_MF,
     IPV4_FRAGMENT_OFFSET_MASK,
     IPV4_HEADER_LEN,
+    IPV6_GENERIC_EXTENSIONS,
     IPV6_HEADER_LEN,
     IPv4Header,
     IPv6Header,
@@ -151,8 +154,7 @@ class EspSA(SecurityAssociation):
             return
         if self._iv_source is None:  # counter IVs: every combined-mode transform here
             self.encapsulate = _fast_encapsulate(self)  # type: ignore[method-assign]
-            if self.config.src.version == 4:
-                self.protect = _fast_protect(self)  # type: ignore[method-assign]
+            self.protect = _fast_protect(self)  # type: ignore[method-assign]
         window = self._window
         if window is not None:  # anti-replay on: every inbound SA but a rare few
             self.unprotect = _fast_unprotect(self, window)  # type: ignore[method-assign]
@@ -571,6 +573,14 @@ _PORTS = struct.Struct("!HH")
 _PORTED = frozenset({IPPROTO_TCP, IPPROTO_UDP, 132, 136})  # as flow_key: SCTP, UDP-Lite too
 _HARD = "SA reached its hard lifetime"
 _PAIR = slice(0, ESP_HEADER_LEN)  # SPI and sequence number of an ESP packet
+_V6_FIELDS = struct.Struct("!IHBB32s")  # an IPv6 header: version/class/flow, length, ...
+_V6_ESP_IV = struct.Struct("!IHBB32sIIQ")  # IPv6 header, SPI, sequence number, IV
+_V6_UDP = struct.Struct("!IHBB32sHHHH")  # IPv6 header and UDP header (ESP follows)
+_V6_SPLIT = struct.Struct("!IHB33x")  # version/class/flow, payload length, next header
+# The next headers walk_ipv6 steps over: a packet whose first next header is one of them
+# goes to the general methods (transport mode inserts ESP after the per-hop ones).
+_V6_WALKED = IPV6_GENERIC_EXTENSIONS | {IPPROTO_FRAGMENT, IPPROTO_AH}
+_V6_VERSION = 6 << 28
 _BODY = slice(ESP_HEADER_LEN + 8, None)  # what follows an 8-octet IV
 
 # The Internet checksum of a header whose 16-bit words sum to s > 0 (RFC 1071):
@@ -890,7 +900,7 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
         except struct.error:
             return general(packet)
         if vihl != 0x45:
-            return general(packet)  # IPv6, options, not IP
+            return protect_transport6(packet)  # IPv6, or options, not IP: general
         try:
             if sa.expired:
                 raise Expired(_HARD)
@@ -942,7 +952,122 @@ def _fast_protect(sa: EspSA) -> _PacketPath:
             sa._account_slow()
         return out
 
-    return protect_tunnel if sa._tunnel else protect_transport
+    # IPv6 outer header (RFC 4301 5.1.2.1, as OuterHeader.build): traffic class copied,
+    # flow label 0, hop limit DEFAULT_TTL. With UDP (RFC 3948) the UDP checksum is
+    # mandatory over IPv6 (RFC 8200 8.1), computed as udp6_checksum does: the pseudo-header
+    # (addresses, UDP length, next header 17), the UDP header and the ESP packet, whose
+    # length is even (8 + 8 + a multiple of 4 + an even ICV) and starts at an even offset.
+    # A sum of 16-bit words is congruent modulo 0xFFFF to the octets read as one number.
+    pseudo6 = int.from_bytes(addrs, "big") + IPPROTO_UDP + sport + dport
+    pack6 = _V6_ESP_IV.pack
+    pack6_udp = _V6_UDP.pack
+    pack_esp_iv = _ESP_IV.pack
+    icv_len = sa._icv_len
+
+    def protect_tunnel6(packet: bytes) -> bytes:
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            size = len(packet)
+            if size < IPV4_HEADER_LEN:
+                raise Malformed("packet too short")
+            version = packet[0] >> 4
+            if version == 4:
+                plaintext = packet + trailers4[size & 3]
+                vtf = _V6_VERSION | packet[1] << 20
+            elif version == 6:
+                plaintext = packet + trailers6[size & 3]
+                vtf = _V6_VERSION | ((packet[0] & 0x0F) << 4 | packet[1] >> 4) << 20
+            else:
+                raise Malformed("not an IP packet")
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            ciphertext = encrypt(nonce(salt, seq), plaintext, aad(spi, seq))
+            if ports is None:
+                out = pack6(
+                    vtf, ESP_HEADER_LEN + 8 + len(ciphertext), IPPROTO_ESP, DEFAULT_TTL,
+                    addrs, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+            else:
+                esp = pack_esp_iv(spi, seq & _LOW32, seq) + ciphertext
+                length = UDP_HEADER_LEN + len(esp)
+                words = pseudo6 + 2 * length + int.from_bytes(esp, "big")
+                out = pack6_udp(
+                    vtf, length, IPPROTO_UDP, DEFAULT_TTL, addrs, sport, dport, length,
+                    0xFFFE - (words - 1) % 0xFFFF or 0xFFFF,
+                ) + esp  # fmt: skip
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        packets = stats.packets + 1
+        octets = stats.bytes + size
+        stats.packets = packets
+        stats.bytes = octets
+        if octets >= sa._byte_mark or packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    # Transport mode, IPv6: a packet whose payload is directly the upper-layer protocol (no
+    # extension header), payload length neither 0 nor beyond the packet, and not so long
+    # that the ESP one overflows 16 bits; every other goes to the general method. ESP goes
+    # right after the IPv6 header (RFC 4303 3.1.1), which keeps its fields (the
+    # addresses, for the UDP checksum too) but the next header and payload length.
+    longest6 = 0xFFFF - (UDP_HEADER_LEN + ESP_HEADER_LEN + 8 + 2 + 3 + icv_len)
+
+    def protect_transport6(packet: bytes) -> bytes:
+        try:
+            vtf, length, proto, hop_limit, pair = _V6_FIELDS.unpack_from(packet)
+        except struct.error:
+            return general(packet)
+        end = IPV6_HEADER_LEN + length
+        if vtf >> 28 != 6 or proto in _V6_WALKED or not 0 < length <= longest6 or end > len(packet):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            ciphertext = encrypt(
+                nonce(salt, seq),
+                packet[IPV6_HEADER_LEN:end] + _TRAILERS4[length & 3][proto],
+                aad(spi, seq),
+            )
+            if ports is None:
+                out = pack6(
+                    vtf, ESP_HEADER_LEN + 8 + len(ciphertext), IPPROTO_ESP, hop_limit,
+                    pair, spi, seq & _LOW32, seq,
+                ) + ciphertext  # fmt: skip
+            else:
+                esp = pack_esp_iv(spi, seq & _LOW32, seq) + ciphertext
+                length = UDP_HEADER_LEN + len(esp)
+                words = (
+                    int.from_bytes(pair, "big")
+                    + (IPPROTO_UDP + sport + dport)
+                    + 2 * length
+                    + int.from_bytes(esp, "big")
+                )
+                out = pack6_udp(
+                    vtf, length, IPPROTO_UDP, hop_limit, pair, sport, dport, length,
+                    0xFFFE - (words - 1) % 0xFFFF or 0xFFFF,
+                ) + esp  # fmt: skip
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += len(packet)
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    if sa._tunnel:
+        return protect_tunnel6 if sa._outer.version == 6 else protect_tunnel
+    return protect_transport
 
 
 def _fast_encapsulate(sa: EspSA) -> _PacketPath:
@@ -995,7 +1120,7 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
         except struct.error:
             return general(packet)
         if vihl != 0x45:
-            return general(packet)  # IPv6, options, not IP
+            return encapsulate_transport6(packet)  # IPv6, or options, not IP: general
         try:
             if sa.expired:
                 raise Expired(_HARD)
@@ -1011,6 +1136,38 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
             out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
                 nonce(salt, seq),
                 packet[IPV4_HEADER_LEN:total] + _TRAILERS4[total & 3][proto],
+                aad(spi, seq),
+            )
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += len(packet)
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return out
+
+    def encapsulate_transport6(packet: bytes) -> bytes:
+        # As protect_transport6 in _fast_protect takes them (the ESP packet alone has
+        # no 16-bit length to overflow: the general method takes the longest too).
+        try:
+            vtf, length, proto = _V6_SPLIT.unpack_from(packet)
+        except struct.error:
+            return general(packet)
+        end = IPV6_HEADER_LEN + length
+        if vtf >> 28 != 6 or proto in _V6_WALKED or not length or end > len(packet):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            seq = sa.seq + 1
+            if seq >= sa._seq_mark:
+                seq = sa.next_seq()
+            else:
+                sa.seq = seq
+            out = _ESP_IV.pack(spi, seq & _LOW32, seq) + encrypt(
+                nonce(salt, seq),
+                packet[IPV6_HEADER_LEN:end] + _TRAILERS4[length & 3][proto],
                 aad(spi, seq),
             )
         except PacketDropped as exc:

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import struct
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -28,9 +29,17 @@ from hostsec.ipsec.replay import ReplayWindow
 from hostsec.ipsec.sa import Direction, Lifetime, Mode, SAConfig, UdpEncapsulation
 from hostsec.ipsec.sad import SAD
 from hostsec.ipsec.selectors import Selectors, TrafficSelector
-from hostsec.wire.ip import IPPROTO_TCP, IPPROTO_UDP, IPv4Header, IPv6Header
+from hostsec.wire.ip import (
+    IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPv4Header,
+    IPv6Header,
+)
 
-from .packets import ipv4_tcp, ipv4_udp, ipv6_tcp
+from .packets import ipv4_tcp, ipv4_udp, ipv6_tcp, udp_datagram
 
 A = ipaddress.ip_address("198.51.100.1")
 B = ipaddress.ip_address("198.51.100.2")
@@ -98,6 +107,10 @@ class Twins:
 def test_fast_paths_are_installed() -> None:
     sa = EspSA(config(direction=Direction.OUTBOUND), 0.0)
     assert sa.protect != EspSA.protect.__get__(sa)
+    for mode in (Mode.TUNNEL, Mode.TRANSPORT):
+        for udp in (None, UdpEncapsulation(4500, 4500)):
+            cfg = config(mode=mode, direction=Direction.OUTBOUND, v6=True, encapsulation=udp)
+            assert "protect" in vars(EspSA(cfg, 0.0)) and "encapsulate" in vars(EspSA(cfg, 0.0))
     inbound = EspSA(config(), 0.0)
     assert "unprotect" in vars(inbound) and "decapsulate" in vars(inbound)
     integrity = parse_proposal("aes128-sha256", Protocol.ESP).integrity[0]
@@ -108,6 +121,45 @@ def test_fast_paths_are_installed() -> None:
 
 
 # -- outbound ---------------------------------------------------------------------------
+
+
+def ipv6_extension(next_header: int, kind: int) -> bytes:
+    """An 8-octet extension header of type ``kind`` (options: PadN; fragment: offset 0,
+    M set) followed by ``next_header``."""
+    if kind == IPPROTO_FRAGMENT:
+        return bytes((next_header, 0, 0, 1)) + b"\x00\x00\x00\x07"
+    return bytes((next_header, 0, 1, 4)) + bytes(4)
+
+
+def outbound_inputs6() -> list[bytes]:
+    """IPv6 packets for transport mode: the good, the bad and the odd."""
+    a, b = A6.packed, B6.packed
+    packets = [ipv6_tcp(a, b, os.urandom(n)) for n in (0, 1, 2, 3, 4, 5, 100, 1339, 1340)]
+    udp = udp_datagram(a, b, 40000, 53, b"w" * 33)
+    packets.append(IPv6Header(a, b, IPPROTO_UDP).pack(len(udp)) + udp)
+    packets.append(ipv6_tcp(B6.packed, bytes(16), b"other addresses"))
+    v6 = ipv6_tcp(a, b, b"z" * 40)
+    seg = v6[40:]
+    packets += [
+        v6[:1] + b"\xb8\x12\x34" + v6[4:],  # traffic class and flow label
+        v6[:7] + b"\x01" + v6[8:],  # hop limit 1
+        IPv6Header(a, b, 59).pack(4) + bytes(4),  # no next header
+        IPv6Header(a, b, 47).pack(len(seg)) + seg,  # another protocol (GRE)
+        v6 + b"\x00\x00\x00",  # octets after the payload length
+        v6[:4] + b"\x00\x10" + v6[6:],  # payload length 16
+        v6[:4] + b"\xff\xff" + v6[6:],  # payload length beyond the packet
+        v6[:4] + b"\x00\x00" + v6[6:],  # payload length 0: a jumbogram
+        v6[:40],  # header only, payload length 0
+        v6[:4] + b"\x00\x00" + v6[6:40],  # ... as it should be
+        v6[:39],
+        b"\x70" + v6[1:],  # IP version 7
+        b"\x65" + v6[1:],  # version 6 but an IPv4 look (IHL 5)
+    ]
+    for kind in (IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, 43, 135, 51):
+        ext = ipv6_extension(IPPROTO_TCP, kind)
+        packets.append(IPv6Header(a, b, kind).pack(len(ext) + len(seg)) + ext + seg)
+        packets.append(IPv6Header(a, b, kind).pack(4) + ext[:4])  # truncated
+    return packets
 
 
 def outbound_inputs(v6_outer: bool = False) -> list[bytes]:
@@ -138,14 +190,35 @@ def outbound_inputs(v6_outer: bool = False) -> list[bytes]:
 @pytest.mark.parametrize("proposal", [*AEADS, "aes128gcm16-esn"])
 @pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
 @pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
-def test_protect_and_encapsulate_match_general(proposal: str, mode: Mode, udp: bool) -> None:
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_protect_and_encapsulate_match_general(
+    proposal: str, mode: Mode, udp: bool, v6: bool
+) -> None:
     encap = UdpEncapsulation(4500, 4501) if udp else None
-    cfg = config(proposal, mode, Direction.OUTBOUND, encapsulation=encap)
+    cfg = config(proposal, mode, Direction.OUTBOUND, v6, encapsulation=encap)
     twins = Twins(cfg)
+    kinds = set()
     for op in ("protect", "encapsulate"):
-        for packet in outbound_inputs():
-            twins.same(op, packet)
+        for packet in outbound_inputs() + outbound_inputs6():
+            kinds.add(twins.same(op, packet)[0])
         twins.check_state()
+    assert {"ok", "Malformed"} <= kinds
+    if mode is Mode.TRANSPORT:
+        assert "PolicyViolation" in kinds  # fragments
+
+
+@pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
+@pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
+def test_protect_v6_round_trips(mode: Mode, udp: bool) -> None:
+    """What the IPv6 fast paths send, the general inbound method takes back (the UDP
+    checksum checked against udp6_checksum by the twins above)."""
+    encap = UdpEncapsulation(4500, 4501) if udp else None
+    out = EspSA(config(mode=mode, direction=Direction.OUTBOUND, v6=True, encapsulation=encap), 0.0)
+    inbound = EspSA(config(mode=mode, v6=True, encapsulation=encap), 0.0)
+    for packet in [*outbound_inputs6()[:12], ipv4_tcp(A.packed, B.packed, b"4")]:
+        if mode is Mode.TRANSPORT and packet[0] >> 4 == 4:
+            continue
+        assert EspSA.unprotect(inbound, out.protect(packet)) == packet
 
 
 def test_protect_v6_outer_and_iv_source_use_general() -> None:
@@ -157,25 +230,31 @@ def test_protect_v6_outer_and_iv_source_use_general() -> None:
 
 
 @pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
-def test_lifetimes_and_sequence_limits_match_general(mode: Mode) -> None:
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("op", ["protect", "encapsulate"])
+def test_lifetimes_and_sequence_limits_match_general(mode: Mode, v6: bool, op: str) -> None:
     cfg = config(
         mode=mode,
         direction=Direction.OUTBOUND,
+        v6=v6,
         soft=Lifetime(bytes=3000, packets=4),
         hard=Lifetime(bytes=100_000, packets=7),
     )
     twins = Twins(cfg)
-    packet = ipv4_tcp(A.packed, B.packed, b"p" * 600)
-    results = [twins.same("protect", packet) for _ in range(9)]
+    if v6:
+        packet = ipv6_tcp(A6.packed, B6.packed, b"p" * 600)
+    else:
+        packet = ipv4_tcp(A.packed, B.packed, b"p" * 600)
+    results = [twins.same(op, packet) for _ in range(9)]
     assert [r[0] for r in results] == ["ok"] * 7 + ["Expired"] * 2
     twins.check_state()
     # The sequence number never cycles (RFC 4303 3.3.3): soft event, then refusal.
-    twins = Twins(config(mode=mode, direction=Direction.OUTBOUND))
+    twins = Twins(config(mode=mode, direction=Direction.OUTBOUND, v6=v6))
     for sa in (twins.fast, twins.general):
         sa.seq = 0xFFFFFFFF - 2
         sa._fired.add((False, "sequence"))
         sa._rearm()
-    results = [twins.same("protect", packet) for _ in range(4)]
+    results = [twins.same(op, packet) for _ in range(4)]
     assert [r[0] for r in results] == ["ok", "ok", "SequenceExhausted", "Expired"]
     twins.check_state()
 
@@ -664,3 +743,21 @@ def test_batches_equal_single_calls() -> None:
     singles = [r[1] for r in _all(one.unprotect, batch) if r[0] == "ok"]
     assert many.unprotect_many(batch) == singles == packets
     assert state(one) == state(many)
+
+
+@pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
+def test_protect_v6_transport_longest_packets(udp: bool) -> None:
+    """Payload lengths near 2^16: the longest that fits goes out the same on both paths;
+    a longer one fails the same way on both (the IPv6 payload length overflows)."""
+    encap = UdpEncapsulation(4500, 4501) if udp else None
+    twins = Twins(config(mode=Mode.TRANSPORT, direction=Direction.OUTBOUND, encapsulation=encap))
+    fits = 0xFFFF - (8 if udp else 0)  # the IPv6 payload: [UDP,] ESP
+    longest = max(n for n in range(fits - 40, fits) if 16 + n + 2 + -(n + 2) % 4 + 16 <= fits)
+    for length in (longest - 1, longest):
+        packet = IPv6Header(A6.packed, B6.packed, IPPROTO_TCP).pack(length) + bytes(length)
+        assert twins.same("protect", packet)[0] == "ok"
+    packet = IPv6Header(A6.packed, B6.packed, IPPROTO_TCP).pack(longest + 1) + bytes(longest + 1)
+    for protect in (twins.fast.protect, partial(EspSA.protect, twins.general)):
+        with pytest.raises(struct.error):
+            protect(packet)
+    twins.check_state()
