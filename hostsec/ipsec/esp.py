@@ -1408,6 +1408,8 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     last_dst: bytes | None = None
     addresses = b""
     address_sum = 0
+    v6 = False  # the last addresses are IPv6 ones
+    whole = typing.cast("Callable[[bytes], bool]", selectors)  # called only with ``flow``
 
     def decapsulate_tunnel(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
         try:
@@ -1458,10 +1460,14 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
         return inner
 
     def decapsulate_transport(esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
-        nonlocal last_src, last_dst, addresses, address_sum
+        nonlocal last_src, last_dst, addresses, address_sum, v6
         if src != last_src or dst != last_dst:
-            if len(src) != 4 or len(dst) != 4:
-                return general(esp, src, dst, ttl)  # IPv6
+            if len(src) == 4 and len(dst) == 4:
+                v6 = False
+            elif len(src) == 16 and len(dst) == 16:
+                v6 = True
+            else:
+                return general(esp, src, dst, ttl)
             last_src, last_dst = src, dst
             addresses = src + dst
             address_sum = int.from_bytes(addresses, "big")  # congruent mod 0xFFFF
@@ -1500,20 +1506,32 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
             next_header = plaintext[-1]
             if next_header == IPPROTO_NONE:
                 raise DummyPacket("dummy packet (next header 59)")
-            # The header IPv4Header(src, dst, next_header, ttl=ttl).pack(stop) gives: TOS 0,
-            # id 0, DF, the checksum over 0x4500, length, DF, TTL/protocol and addresses.
-            total = IPV4_HEADER_LEN + stop
-            words = 0x4500 + total + IPV4_FLAG_DF + (ttl << 8 | next_header) + address_sum
-            header = _V4_FIELDS.pack(
-                0x45, 0, total, 0, IPV4_FLAG_DF, ttl, next_header,
-                0xFFFE - (words - 1) % 0xFFFF, addresses,
-            )  # fmt: skip
-            inner = header + plaintext[:stop]
-            if nat is not None:  # RFC 3948 3.1.2: a new checksum, the same selector fields
-                inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
-            # selectors(inner), without parsing inner: its transport header is plaintext[:stop].
-            if flow is not None and not flow(next_header, addresses, plaintext, stop):
-                raise SelectorMismatch("inner packet does not match the SA's selectors")
+            if v6:
+                # IPv6Header(src, dst, next_header, hop_limit=ttl).pack(stop); the selectors
+                # (RFC 4301 5.2) on the whole packet, as the general method checks them.
+                total = IPV6_HEADER_LEN + stop
+                inner = (
+                    _V6_FIELDS.pack(_V6_VERSION, stop, next_header, ttl, addresses)
+                    + plaintext[:stop]
+                )
+                if flow is not None and not whole(inner):
+                    raise SelectorMismatch("inner packet does not match the SA's selectors")
+            else:
+                # IPv4Header(src, dst, next_header, ttl=ttl).pack(stop) gives: TOS 0, id 0,
+                # DF, the checksum over 0x4500, length, DF, TTL/protocol and addresses.
+                total = IPV4_HEADER_LEN + stop
+                words = 0x4500 + total + IPV4_FLAG_DF + (ttl << 8 | next_header) + address_sum
+                header = _V4_FIELDS.pack(
+                    0x45, 0, total, 0, IPV4_FLAG_DF, ttl, next_header,
+                    0xFFFE - (words - 1) % 0xFFFF, addresses,
+                )  # fmt: skip
+                inner = header + plaintext[:stop]
+                if nat is not None:  # RFC 3948 3.1.2: a new checksum, same selector fields
+                    inner = _nat_fixup(inner, IPV4_HEADER_LEN, next_header, nat)
+                # selectors(inner), without parsing inner: its transport header is
+                # plaintext[:stop].
+                if flow is not None and not flow(next_header, addresses, plaintext, stop):
+                    raise SelectorMismatch("inner packet does not match the SA's selectors")
         except PacketDropped as exc:
             stats.drop(exc.reason)
             raise

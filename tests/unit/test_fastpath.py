@@ -270,10 +270,12 @@ def forge(out: EspSA, seq: int, plaintext: bytes) -> bytes:
     return header + iv + out._aead_encrypt(out._salt + iv, plaintext, aad)
 
 
-def outer(esp: bytes, udp: bool, protocol: int = 50) -> bytes:
+def outer(esp: bytes, udp: bool, protocol: int = 50, v6: bool = False) -> bytes:
     if udp:
         esp = struct.pack("!HHHH", 4500, 4501, 8 + len(esp), 0) + esp
         protocol = IPPROTO_UDP
+    if v6:
+        return IPv6Header(A6.packed, B6.packed, protocol, 0, 0x2E, 0xABCDE, 9).pack(len(esp)) + esp
     return IPv4Header(A.packed, B.packed, protocol).pack(len(esp)) + esp
 
 
@@ -281,15 +283,32 @@ def trailer(pad: int, next_header: int) -> bytes:
     return bytes(range(1, pad + 1)) + bytes((pad, next_header))
 
 
-def inbound_inputs(out: EspSA, mode: Mode, udp: bool) -> list[tuple[bytes, bytes]]:
-    """(complete packet, ESP without outer header) pairs: the good, the bad and the odd."""
+def inbound_inputs(
+    out: EspSA, mode: Mode, udp: bool, v6: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """(complete packet, ESP without outer header) pairs: the good, the bad and the odd.
+    ``v6``: IPv6 outer headers, and IPv6 inner packets first."""
     a, b = A.packed, B.packed
     inner = [ipv4_tcp(a, b, os.urandom(n)) for n in (0, 1, 2, 3, 200, 1360)]
     inner.append(ipv6_tcp(A6.packed, B6.packed, b"v6"))
+    if v6:
+        inner = [ipv6_tcp(A6.packed, B6.packed, os.urandom(n)) for n in (0, 1, 2, 3, 200, 1340)]
+        inner.append(ipv4_tcp(a, b, b"v4"))
     esps = [out.encapsulate(p) for p in inner]
     seq = out.seq
     v4 = ipv4_tcp(a, b, b"q" * 21)  # 61 octets: payload 41 in transport mode
     payload = v4 if mode is Mode.TUNNEL else v4[20:]
+    if v6:
+        six = ipv6_tcp(A6.packed, B6.packed, b"s" * 22)
+        payload = six if mode is Mode.TUNNEL else six[40:]
+        esps += [
+            forge(out, seq + 1, payload + trailer(7, 41 if mode is Mode.TUNNEL else 6)),
+            forge(out, seq + 2, payload + bytes(4) + trailer(2, 41)),  # TFC padding
+            forge(out, seq + 3, six[:4] + b"\x00\x50" + six[6:] + trailer(2, 41)),  # long
+            forge(out, seq + 4, b"\x45" + six[1:] + trailer(2, 41)),  # not IPv6 inside
+            forge(out, seq + 5, six[:45] + trailer(2, 41)),  # cut short
+        ]
+        seq += 5
     nh = 4 if mode is Mode.TUNNEL else IPPROTO_TCP
     odd_plaintexts = [
         payload + trailer(3, nh),  # minimal padding
@@ -327,8 +346,27 @@ def inbound_inputs(out: EspSA, mode: Mode, udp: bool) -> list[tuple[bytes, bytes
         good[:20],
         good[:8],
     ]
-    pairs = [(outer(esp, udp), esp) for esp in esps]
-    g = outer(good, udp)
+    pairs = [(outer(esp, udp, v6=v6), esp) for esp in esps]
+    g = outer(good, udp, v6=v6)
+    if v6:
+        hop = bytes((IPPROTO_UDP if udp else 50, 0, 1, 4)) + bytes(4)  # hop-by-hop: PadN
+        pairs += [
+            (g + b"\x00\x00", good),  # octets after the payload length
+            (g[:4] + struct.pack("!H", len(g) - 39) + g[6:], good),  # payload length beyond
+            (g[:4] + struct.pack("!H", len(g) - 41) + g[6:], good),  # ... short of the end
+            (g[:4] + b"\x00\x00" + g[6:], good),  # jumbogram
+            (g[:6] + bytes([IPPROTO_UDP if not udp else 50]) + g[7:], good),  # other protocol
+            (g[:4] + struct.pack("!H", len(g) - 32) + b"\x00" + g[7:40] + hop + g[40:], good),
+            (b"\x65" + g[1:], good),  # version 6, IPv4 look
+            (b"\x45" + g[1:], good),  # version 4
+            (g[:-5], good[:-5]),
+            (g[:60], good[:3]),
+            (g[:40], b""),
+        ]
+        if udp:
+            pairs.append((g[:44] + b"\x00\x09" + g[46:], good))  # bad UDP length
+            pairs.append((g[:44] + b"\x00\x10" + g[46:56], good[:8]))  # UDP: too short
+        return pairs
     pairs += [
         (g + b"\x00\x00", good),  # octets after the IP total length
         (g[:2] + struct.pack("!H", len(g) + 1) + g[4:], good),  # total length beyond
@@ -346,19 +384,23 @@ def inbound_inputs(out: EspSA, mode: Mode, udp: bool) -> list[tuple[bytes, bytes
 @pytest.mark.parametrize("proposal", [*AEADS, "aes128gcm16-esn"])
 @pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
 @pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
-def test_unprotect_and_decapsulate_match_general(proposal: str, mode: Mode, udp: bool) -> None:
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_unprotect_and_decapsulate_match_general(
+    proposal: str, mode: Mode, udp: bool, v6: bool
+) -> None:
     encap = UdpEncapsulation(4500, 4501) if udp else None
-    out = EspSA(config(proposal, mode, Direction.OUTBOUND, encapsulation=encap), 0.0)
-    pairs = inbound_inputs(out, mode, udp)
-    unprotect = Twins(config(proposal, mode, encapsulation=encap))
-    decapsulate = Twins(config(proposal, mode, encapsulation=encap))
-    results = []
+    out = EspSA(config(proposal, mode, Direction.OUTBOUND, v6, encapsulation=encap), 0.0)
+    pairs = inbound_inputs(out, mode, udp, v6)
+    unprotect = Twins(config(proposal, mode, v6=v6, encapsulation=encap))
+    decapsulate = Twins(config(proposal, mode, v6=v6, encapsulation=encap))
+    src, dst = (A6.packed, B6.packed) if v6 else (A.packed, B.packed)
+    results, decapsulated = [], []
     for packet, esp in pairs:
         results.append(unprotect.same("unprotect", packet)[0])
-        decapsulate.same("decapsulate", esp, A.packed, B.packed)
+        decapsulated.append(decapsulate.same("decapsulate", esp, src, dst, 33)[0])
     unprotect.check_state()
     decapsulate.check_state()
-    assert results[:7] == ["ok"] * 7  # the good ones did pass
+    assert results[:7] == decapsulated[:7] == ["ok"] * 7  # the good ones did pass
     assert {"Replayed", "AuthenticationFailed", "Malformed", "DummyPacket"} <= set(results)
 
 
@@ -383,20 +425,40 @@ def test_decapsulate_addresses_ttl_and_nat_match_general(mode: Mode) -> None:
         twins.check_state()
 
 
-def test_selectors_and_expiry_match_general() -> None:
-    local = (TrafficSelector.from_network("198.51.100.2/32", IPPROTO_TCP, 23),)
-    remote = (TrafficSelector.from_network("198.51.100.1/32", IPPROTO_TCP),)
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
+def test_selectors_and_expiry_match_general(v6: bool, udp: bool) -> None:
+    if v6:
+        local = (TrafficSelector.from_network("2001:db8::2/128", IPPROTO_TCP, 23),)
+        remote = (TrafficSelector.from_network("2001:db8::1/128", IPPROTO_TCP),)
+        src, dst, packet = A6.packed, B6.packed, ipv6_tcp
+    else:
+        local = (TrafficSelector.from_network("198.51.100.2/32", IPPROTO_TCP, 23),)
+        remote = (TrafficSelector.from_network("198.51.100.1/32", IPPROTO_TCP),)
+        src, dst, packet = A.packed, B.packed, ipv4_tcp
+    encap = UdpEncapsulation(4500, 4501) if udp else None
     for mode in (Mode.TUNNEL, Mode.TRANSPORT):
-        out = EspSA(config(mode=mode, direction=Direction.OUTBOUND), 0.0)
-        twins = Twins(
-            config(mode=mode, selectors=Selectors(local, remote), hard=Lifetime(packets=3))
+        out = EspSA(
+            config(mode=mode, direction=Direction.OUTBOUND, v6=v6, encapsulation=encap), 0.0
         )
-        good = ipv4_tcp(A.packed, B.packed, b"ok", dport=23)
-        other = ipv4_tcp(A.packed, B.packed, b"no", dport=24)
-        kinds = [twins.same("unprotect", out.protect(p))[0] for p in (good, other, good, good)]
-        kinds += [twins.same("unprotect", out.protect(good))[0] for _ in range(2)]
-        assert kinds == ["ok", "SelectorMismatch", "ok", "ok", "Expired", "Expired"]
+        cfg = config(
+            mode=mode,
+            v6=v6,
+            encapsulation=encap,
+            selectors=Selectors(local, remote),
+            hard=Lifetime(packets=3),
+        )
+        twins, decapsulate = Twins(cfg), Twins(cfg)
+        good = packet(src, dst, b"ok", dport=23)
+        other = packet(src, dst, b"no", dport=24)
+        kinds, kinds_esp = [], []
+        for p in (good, other, good, good, good, good):
+            kinds.append(twins.same("unprotect", out.protect(p))[0])
+            kinds_esp.append(decapsulate.same("decapsulate", out.encapsulate(p), src, dst)[0])
+        expected = ["ok", "SelectorMismatch", "ok", "ok", "Expired", "Expired"]
+        assert kinds == kinds_esp == expected
         twins.check_state()
+        decapsulate.check_state()
 
 
 ADDRS = [bytes((198, 51, 100, n)) for n in (0, 1, 2, 7, 255)] + [bytes((203, 0, 113, 9))]
