@@ -545,11 +545,15 @@ def _nat_fixup(packet: bytes, ihl: int, protocol: int, original: tuple[bytes, by
 #   constants; in transport mode it is given the protocol, addresses and transport header
 #   the path already holds instead of parsing the inner packet it built (the whole-packet
 #   form serves tunnel mode and the general methods).
-# Every packet they do not cover (IPv6 outside, IPv4 options, short or odd packets, TFC
-# padding, other padding, dummy packets) goes to the general methods, which also produce
-# every error. The checks, their order (RFC 4303 3.4.3: replay check, ICV verification,
-# window update; then trailer, inner packet, selectors), the counters and the lifetime
-# thresholds are those of the general methods; tests/unit/test_fastpath.py compares both.
+# IPv6 likewise, outside and inside, when no extension header comes between the IPv6
+# header and ESP (or the upper-layer protocol, outbound in transport mode); the selectors
+# of an inner IPv6 packet are checked on the whole packet (Selectors.match).
+# Every packet they do not cover (IPv6 extension headers, IPv4 options, short or odd
+# packets, TFC padding, other padding, dummy packets) goes to the general methods, which
+# also produce every error. The checks, their order (RFC 4303 3.4.3: replay check, ICV
+# verification, window update; then trailer, inner packet, selectors), the counters and
+# the lifetime thresholds are those of the general methods; tests/unit/test_fastpath.py
+# compares both.
 
 #: _TRAILERS4[n & 3][next_header]: the trailer for a payload of n octets (4-octet alignment).
 _TRAILERS4 = [_TRAILERS[-(n + 2) & 3] for n in range(4)]
@@ -576,6 +580,7 @@ _PAIR = slice(0, ESP_HEADER_LEN)  # SPI and sequence number of an ESP packet
 _V6_FIELDS = struct.Struct("!IHBB32s")  # an IPv6 header: version/class/flow, length, ...
 _V6_ESP_IV = struct.Struct("!IHBB32sIIQ")  # IPv6 header, SPI, sequence number, IV
 _V6_UDP = struct.Struct("!IHBB32sHHHH")  # IPv6 header and UDP header (ESP follows)
+_U16 = struct.Struct("!H")
 _V6_SPLIT = struct.Struct("!IHB33x")  # version/class/flow, payload length, next header
 # The next headers walk_ipv6 steps over: a packet whose first next header is one of them
 # goes to the general methods (transport mode inserts ESP after the per-hop ones).
@@ -820,9 +825,9 @@ def _nonce_and_aad(sa: EspSA) -> tuple[Callable[..., bytes], Callable[..., bytes
 
 
 def _fast_protect(sa: EspSA) -> _PacketPath:
-    """``sa.protect`` for a combined-mode transform with counter IVs and IPv4 outer
-    addresses. Transport mode takes IPv4 packets without options; the rest goes to
-    :meth:`EspSA.protect`."""
+    """``sa.protect`` for a combined-mode transform with counter IVs. Transport mode takes
+    IPv4 packets without options and IPv6 ones without extension headers; the rest goes
+    to :meth:`EspSA.protect`."""
     general = partial(EspSA.protect, sa)
     encrypt = sa._aead_encrypt
     nonce, aad = _nonce_and_aad(sa)
@@ -1183,8 +1188,9 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
 
 
 def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
-    """``sa.unprotect`` for IPv4 packets without options, a combined-mode transform and
-    anti-replay on; everything else goes to :meth:`EspSA.unprotect`."""
+    """``sa.unprotect`` for IPv4 packets without options and IPv6 packets without
+    extension headers, a combined-mode transform and anti-replay on; everything else goes
+    to :meth:`EspSA.unprotect`."""
     general = partial(EspSA.unprotect, sa)
     decrypt = sa._aead_decrypt
     salt = sa._salt
@@ -1234,7 +1240,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             or spi_in != spi
             or (udp and udp_len != end - IPV4_HEADER_LEN)
         ):
-            return general(packet)
+            return unprotect_tunnel6(packet)  # IPv6, or the general method
         try:
             if sa.expired:
                 raise Expired(_HARD)
@@ -1302,7 +1308,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             or spi_in != spi
             or (udp and udp_len != end - IPV4_HEADER_LEN)
         ):
-            return general(packet)
+            return unprotect_transport6(packet)  # IPv6, or the general method
         try:
             if sa.expired:
                 raise Expired(_HARD)
@@ -1373,12 +1379,157 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
             sa._account_slow()
         return inner
 
+    # IPv6 outside, without extension headers: the next header is ESP (or UDP, whose
+    # length must be the payload length, as _skip_udp checks), and the payload length
+    # ends the packet. Anything else (extension headers, octets after the payload, short
+    # or odd packets) goes to the general method, which walks and checks them.
+    esp6 = IPV6_HEADER_LEN + (UDP_HEADER_LEN if udp else 0)
+    esp6_pair = slice(esp6, esp6 + ESP_HEADER_LEN)
+    body6 = slice(esp6 + ESP_HEADER_LEN + 8, None)
+    # Version/class/flow, payload length, next header, [UDP length,] SPI, sequence number
+    # and IV; then as above. Transport mode keeps hop limit and addresses.
+    tunnel6_head = struct.Struct(f"!IHB33x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    transport6_head = struct.Struct(f"!IHBB32s{udp_part}II8s{rest}x")
+    inner6_length = _U16.unpack_from  # at offset 4: the payload length of an inner IPv6
+    trailers6 = _TUNNEL6_TRAILERS
+
+    def unprotect_tunnel6(packet: bytes) -> bytes:
+        try:
+            if udp:
+                vtf, length, proto, udp_len, spi_in, seq, iv = tunnel6_head.unpack_from(packet)
+            else:
+                vtf, length, proto, spi_in, seq, iv = tunnel6_head.unpack_from(packet)
+                udp_len = length
+        except struct.error:
+            return general(packet)
+        if (
+            vtf >> 28 != 6
+            or proto != outer_proto
+            or length + IPV6_HEADER_LEN != len(packet)
+            or spi_in != spi
+            or udp_len != length
+        ):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv,
+                    packet[body6],
+                    spi_bytes + seq.to_bytes(8, "big") if esn else packet[esp6_pair],
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            # As unprotect_tunnel, for an inner IPv4 or IPv6 packet.
+            vihl, total = inner_head(plaintext)
+            if (
+                vihl == 0x45
+                and total >= IPV4_HEADER_LEN
+                and plaintext[total:] == trailers4[total & 3]
+            ) or (
+                vihl >> 4 == 6
+                and plaintext[(total := IPV6_HEADER_LEN + inner6_length(plaintext, 4)[0]) :]
+                == trailers6[total & 3]
+            ):
+                inner = plaintext[:total]
+            else:
+                next_header, stop = _trailer(plaintext, check_padding)
+                inner = _tunnel_inner(next_header, plaintext, stop)
+                total = len(inner)
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += total
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
+    def unprotect_transport6(packet: bytes) -> bytes:
+        try:
+            if udp:
+                vtf, length, proto, hop_limit, pair, udp_len, spi_in, seq, iv = (
+                    transport6_head.unpack_from(packet)
+                )
+            else:
+                vtf, length, proto, hop_limit, pair, spi_in, seq, iv = transport6_head.unpack_from(
+                    packet
+                )
+                udp_len = length
+        except struct.error:
+            return general(packet)
+        if (
+            vtf >> 28 != 6
+            or proto != outer_proto
+            or length + IPV6_HEADER_LEN != len(packet)
+            or spi_in != spi
+            or udp_len != length
+        ):
+            return general(packet)
+        try:
+            if sa.expired:
+                raise Expired(_HARD)
+            if esn:
+                seq = window.infer(seq)
+            top = window.top
+            if seq <= top:
+                window.check(seq)
+            try:
+                plaintext = decrypt(
+                    salt + iv,
+                    packet[body6],
+                    spi_bytes + seq.to_bytes(8, "big") if esn else packet[esp6_pair],
+                )
+            except InvalidTag:
+                raise AuthenticationFailed("ESP ICV mismatch") from None
+            if seq == top + 1:
+                slots[seq & mask] = 1
+                window.top = seq
+            else:
+                window.update(seq)
+            # RFC 4303 2.4 trailer, as _trailer() checks it.
+            pad = plaintext[-2]
+            stop = len(plaintext) - 2 - pad
+            if stop < 0:
+                raise Malformed("ESP pad length exceeds the payload")
+            if pad and check_padding and plaintext[stop:-2] != _PADDINGS[pad]:
+                raise Malformed("ESP padding is not the default monotonic sequence")
+            next_header = plaintext[-1]
+            if next_header == IPPROTO_NONE:
+                raise DummyPacket("dummy packet (next header 59)")
+            # The outer header with the inner next header and length (as ipv6_rewrite),
+            # the selectors on the whole inner packet (as the general method).
+            inner = _V6_FIELDS.pack(vtf, stop, next_header, hop_limit, pair) + plaintext[:stop]
+            if selectors is not None and not selectors(inner):
+                raise SelectorMismatch("inner packet does not match the SA's selectors")
+        except PacketDropped as exc:
+            stats.drop(exc.reason)
+            raise
+        stats.packets += 1
+        stats.bytes += IPV6_HEADER_LEN + stop
+        if stats.bytes >= sa._byte_mark or stats.packets >= sa._packet_mark:
+            sa._account_slow()
+        return inner
+
     return unprotect_tunnel if sa._tunnel else unprotect_transport
 
 
 def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     """``sa.decapsulate`` for a combined-mode transform and anti-replay on. Tunnel mode
-    does not need the outer addresses; transport mode takes IPv4 ones. Short packets and
+    does not need the outer addresses; transport mode takes IPv4 and IPv6 ones. Short and
     the rest go to :meth:`EspSA.decapsulate`."""
     general = partial(EspSA.decapsulate, sa)
     decrypt = sa._aead_decrypt

@@ -578,22 +578,30 @@ def test_esn_across_2_32_matches_general(mode: Mode) -> None:
 MUTATION = st.tuples(st.sampled_from(["flip", "cut", "add", "set"]), st.integers(0, 2000))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(["aes128gcm16", "chacha20poly1305", "aes128gcm16-esn", "aes256gcm8"]),
     st.sampled_from([Mode.TUNNEL, Mode.TRANSPORT]),
     st.booleans(),
     st.lists(st.tuples(st.integers(0, 12), st.lists(MUTATION, max_size=3)), max_size=12),
+    st.booleans(),
 )
 def test_mutated_packets_match_general(
-    proposal: str, mode: Mode, udp: bool, picks: list[tuple[int, list[tuple[str, int]]]]
+    proposal: str,
+    mode: Mode,
+    udp: bool,
+    picks: list[tuple[int, list[tuple[str, int]]]],
+    v6: bool,
 ) -> None:
     """Random arrival order, replays and corruption: the same outcome on both paths."""
     encap = UdpEncapsulation(4500, 4501) if udp else None
-    out = EspSA(config(proposal, mode, Direction.OUTBOUND, encapsulation=encap), 0.0)
+    out = EspSA(config(proposal, mode, Direction.OUTBOUND, v6, encapsulation=encap), 0.0)
     sizes = (0, 1, 2, 3, 64, 300, 1400, 5, 6, 7, 8, 9, 10)
-    wire = [out.protect(ipv4_tcp(A.packed, B.packed, bytes(n))) for n in sizes]
-    twins = Twins(config(proposal, mode, encapsulation=encap))
+    if v6:
+        wire = [out.protect(ipv6_tcp(A6.packed, B6.packed, bytes(n))) for n in sizes]
+    else:
+        wire = [out.protect(ipv4_tcp(A.packed, B.packed, bytes(n))) for n in sizes]
+    twins = Twins(config(proposal, mode, v6=v6, encapsulation=encap))
     for index, mutations in picks:
         packet = bytearray(wire[index])
         for kind, where in mutations:
@@ -823,3 +831,34 @@ def test_protect_v6_transport_longest_packets(udp: bool) -> None:
         with pytest.raises(struct.error):
             protect(packet)
     twins.check_state()
+
+
+@pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
+@pytest.mark.parametrize("udp", [False, True], ids=["esp", "udp"])
+def test_ipv6_fast_paths_do_not_fall_back(
+    monkeypatch: pytest.MonkeyPatch, mode: Mode, udp: bool
+) -> None:
+    """Ordinary IPv6 packets stay on the fast paths: with the general methods replaced by
+    ones that fail, before the SAs bind them, every entry point still works."""
+
+    def general(*args: object) -> bytes:
+        raise AssertionError("fell back to the general method")
+
+    for op in ("protect", "encapsulate", "unprotect", "decapsulate"):
+        monkeypatch.setattr(EspSA, op, general)
+    encap = UdpEncapsulation(4500, 4501) if udp else None
+    selectors = Selectors(
+        (TrafficSelector.from_network("2001:db8::2/128", IPPROTO_TCP, 23),),
+        (TrafficSelector.from_network("2001:db8::1/128", IPPROTO_TCP),),
+    )
+    out = EspSA(config(mode=mode, direction=Direction.OUTBOUND, v6=True, encapsulation=encap), 0.0)
+    inbound = [
+        EspSA(config(mode=mode, v6=True, encapsulation=encap, selectors=s), 0.0)
+        for s in (None, selectors, None, selectors)
+    ]
+    for n in (0, 1, 2, 3, 1000):
+        packet = ipv6_tcp(A6.packed, B6.packed, bytes(n))
+        assert inbound[0].unprotect(out.protect(packet)) == packet
+        assert inbound[1].unprotect(out.protect(packet)) == packet
+        assert inbound[2].decapsulate(out.encapsulate(packet), A6.packed, B6.packed) == packet
+        assert inbound[3].decapsulate(out.encapsulate(packet), A6.packed, B6.packed) == packet
