@@ -221,7 +221,7 @@ def test_protect_v6_round_trips(mode: Mode, udp: bool) -> None:
         assert EspSA.unprotect(inbound, out.protect(packet)) == packet
 
 
-def test_protect_v6_outer_and_iv_source_use_general() -> None:
+def test_protect_v6_outer_v4_inputs_match_general() -> None:
     twins = Twins(config(mode=Mode.TUNNEL, direction=Direction.OUTBOUND, v6=True))
     for packet in outbound_inputs():
         twins.same("protect", packet)
