@@ -494,7 +494,11 @@ def _receive_raw(
     engine: Inbound, writer: _TunWriter, receiver: RawReceiver, io: dict[str, int]
 ) -> None:
     """Read a raw ESP/AH socket until it is empty (bounded): one packet per read."""
-    # IPv4 raw sockets give the whole packet; IPv6 ones need the header rebuilt
+    if receiver.version == 6 and receiver.protocol == IPPROTO_ESP:
+        _receive_esp6(engine, writer, receiver, io)
+        return
+    # IPv4 raw sockets give the whole packet; IPv6 AH needs its header rebuilt (the ICV
+    # covers it, RFC 4302 3.3.3)
     recv = receiver.sock.recv if receiver.version == 4 else receiver.recv_packet
     for _round in range(ROUNDS):
         received: list[bytes] = []
@@ -512,6 +516,38 @@ def _receive_raw(
         if inner:
             writer.write(inner)
         if len(received) < BATCH:
+            return
+
+
+def _receive_esp6(
+    engine: Inbound, writer: _TunWriter, receiver: RawReceiver, io: dict[str, int]
+) -> None:
+    """As _receive_raw, for ESP over IPv6: the socket gives the packet without its IPv6
+    header, so it goes to decapsulate with the addresses and hop limit of the read,
+    without a header rebuilt only to be parsed again."""
+    recv = receiver.recv_v6
+    process = engine.process_esp
+    for _round in range(ROUNDS):
+        inner: list[bytes] = []
+        reads = 0
+        for _ in range(BATCH):
+            try:
+                esp, src, dst, hop_limit = recv(MAX_PACKET)
+            except BlockingIOError:
+                break
+            reads += 1
+            if dst is None:  # no IPV6_PKTINFO: the SA cannot be checked against it
+                _bump(io, "raw_no_destination")
+                continue
+            packet = process(esp, src, dst, hop_limit)
+            if packet is not None:
+                inner.append(packet)
+        if not reads:
+            return
+        io["raw_reads"] = io.get("raw_reads", 0) + reads
+        if inner:
+            writer.write(inner)
+        if reads < BATCH:
             return
 
 

@@ -322,10 +322,12 @@ class Inbound:
         except PacketDropped:
             return None  # counted by the SA (or by the SAD for an unknown SPI)
 
-    def process_esp(self, esp: bytes, src: bytes, dst: bytes) -> bytes | None:
-        """ESP without its IP header (raw IPv6 socket): the inner packet or None."""
+    def process_esp(self, esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes | None:
+        """ESP without its IP header (raw IPv6 socket), from ``src`` to ``dst`` (packed)
+        with hop limit ``ttl`` (what a transport-mode inner packet keeps): the inner packet
+        or None."""
         try:
-            return self.sad.decapsulate(esp, src, dst)
+            return self.sad.decapsulate(esp, src, dst, ttl)
         except PacketDropped:
             return None
 

@@ -135,8 +135,9 @@ class SAD:
                 return entry.unprotect(packet)
         return self.entry_for(packet).unprotect(packet)
 
-    def decapsulate(self, esp: bytes, src: bytes, dst: bytes) -> bytes:
-        """Unprotect ESP received without its IP header (UDP/4500 or a raw IPv6 socket)."""
+    def decapsulate(self, esp: bytes, src: bytes, dst: bytes, ttl: int = 64) -> bytes:
+        """Unprotect ESP received without its IP header (UDP/4500 or a raw IPv6 socket);
+        ``ttl``: the TTL or hop limit a transport-mode inner packet gets."""
         try:
             spi = _SPI.unpack_from(esp)[0]
         except struct.error:
@@ -148,7 +149,7 @@ class SAD:
             exc2 = UnknownSPI(f"no inbound SA with SPI 0x{spi:08x}")
             self._count(exc2)
             raise exc2
-        return entry.decapsulate(esp, src, dst)
+        return entry.decapsulate(esp, src, dst, ttl)
 
     # -- batches (a data path reading UDP_GRO or many raw packets per system call) ------
     #

@@ -65,6 +65,28 @@ def test_raw_ipv6_header_is_rebuilt(pair, kind: str) -> None:
     assert got.packet == packet  # same addresses, next header, payload length, hop limit 64
 
 
+def _receive_v6(conn) -> None:
+    sock = RawReceiver(50, 6)
+    sock.sock.settimeout(5)
+    conn.send("ready")
+    conn.send(sock.recv_v6())
+
+
+def test_raw_ipv6_esp_for_the_data_path(pair) -> None:
+    """recv_v6: the ESP payload as sent, the addresses packed and the hop limit as it
+    arrived, with no header built (what the inbound worker hands to decapsulate)."""
+    a, b = pair
+    rx = wait_ready(b.spawn(_receive_v6))
+    packet = ip_packet("2001:db8::1", "2001:db8::2", 50, ESP_BODY)
+    packet = packet[:7] + bytes([33]) + packet[8:]  # hop limit 33
+    a.call(_send, [packet], 6)
+    esp, src, dst, hop_limit = messages(rx.conn, 2.0)[0]
+    assert esp == ESP_BODY
+    assert src == socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    assert dst == socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+    assert hop_limit == 33
+
+
 def test_a_raw_esp_socket_silences_protocol_unreachable(pair) -> None:
     a, b = pair
     packet = ip_packet("198.51.100.1", "198.51.100.2", 50, ESP_BODY)

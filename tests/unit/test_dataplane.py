@@ -11,8 +11,8 @@ from hostsec.ipsec.selectors import Selectors, TrafficSelector
 from hostsec.ipsec.spd import SPD
 from hostsec.wire.udpencap import NON_ESP_MARKER, Datagram
 
-from .packets import ipv4_tcp, ipv4_udp
-from .sa_factory import V4_A, V4_B, sa_pair
+from .packets import ipv4_tcp, ipv4_udp, ipv6_tcp
+from .sa_factory import V4_A, V4_B, V6_A, V6_B, sa_pair
 
 A, B = V4_A.packed, V4_B.packed
 
@@ -163,3 +163,19 @@ def test_lifetime_events_are_due_at_once_in_both_directions() -> None:
     assert not outbound.events_due and not inbound.events_due
     outbound.process(packet)
     assert not outbound.events_due  # each limit fires once
+
+
+def test_inbound_esp_without_header_keeps_the_hop_limit() -> None:
+    """A raw IPv6 socket gives ESP without its header: process_esp rebuilds the transport
+    mode inner packet from the read's addresses and hop limit (and drops what fails)."""
+    out_sa, in_sa = sa_pair("aes128gcm16", v6=True, spi=0x6001)
+    engine = Inbound()
+    engine.install([in_sa.config], 0.0)
+    a6, b6 = V6_A.packed, V6_B.packed
+    packet = ipv6_tcp(a6, b6, b"payload")
+    esp = out_sa.protect(packet)[40:]  # what the socket gives: no IPv6 header
+    inner = engine.process_esp(esp, a6, b6, 33)
+    assert inner is not None and inner[7] == 33
+    assert inner[:7] + inner[8:] == packet[:7] + packet[8:]
+    assert engine.process_esp(esp, a6, b6, 33) is None  # a replay
+    assert engine.sad.entries()[0].stats.drops  # counted by the SA

@@ -156,6 +156,21 @@ class RawReceiver:
             return self.sock.recv(size)
         return self.recv(size).packet
 
+    def recv_v6(self, size: int = 65535) -> tuple[bytes, bytes, bytes | None, int]:
+        """IPv6 only, for the data path: (the payload after the IPv6 header, the source and
+        destination addresses packed, the hop limit), without building address objects or
+        a header; the destination is None when the kernel gave no IPV6_PKTINFO."""
+        data, ancdata, _flags, addr = self.sock.recvmsg(size, _ANCILLARY)
+        src = socket.inet_pton(socket.AF_INET6, addr[0].split("%", 1)[0])
+        dst: bytes | None = None
+        hop_limit = 64
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= 16:
+                dst = value[:16]
+            elif level == socket.IPPROTO_IPV6 and kind == _IPV6_HOPLIMIT and len(value) >= 4:
+                hop_limit = _INT.unpack_from(value)[0]
+        return data, src, dst, hop_limit
+
     def recv(self, size: int = 65535) -> RawPacket:
         if self.version == 4:
             data, addr = self.sock.recvfrom(size)
