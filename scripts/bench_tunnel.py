@@ -13,6 +13,9 @@ rusage). Cases:
     hostsec-tunnel-udp  hostsec, ESP AES-128-GCM tunnel mode in UDP/4500 (encapsulation "force")
     strongswan          two charons with kernel-libipsec (strongSwan's C userspace data
                         path), IKEv2 PSK, tunnel-mode ESP AES-128-GCM in UDP/4500
+    hostsec-transport-v6, hostsec-tunnel-udp-v6
+                        the hostsec cases over IPv6 (2001:db8::1 and ::2), only when
+                        named in --cases
 
 hostsec runs with manual keys (the data path does not care where keys come from). Each
 case checks that the traffic really crossed the tunnel (SA byte counters). Repeats run
@@ -59,9 +62,12 @@ PORT = 5201
 #: (client host, server host, server address, data-path PIDs by name, traffic check)
 Case = tuple[Host, Host, str, dict[str, int], Callable[[int], str | None]]
 CASES = ("veth", "hostsec-transport", "hostsec-tunnel-udp", "strongswan")
+#: name: (mode, peer encapsulation, IP version); the IPv6 ones only when asked (--cases)
 HOSTSEC_CASES = {
-    "hostsec-transport": ("transport", "auto"),
-    "hostsec-tunnel-udp": ("tunnel", "force"),
+    "hostsec-transport": ("transport", "auto", 4),
+    "hostsec-tunnel-udp": ("tunnel", "force", 4),
+    "hostsec-transport-v6": ("transport", "auto", 6),
+    "hostsec-tunnel-udp-v6": ("tunnel", "force", 6),
 }
 PSK = "bench-tunnel-pre-shared-key-0123456789"
 
@@ -291,10 +297,11 @@ def _hostsec_pids(lab: AgentLab) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def case_hostsec(mode: str, encapsulation: str) -> Iterator[Case]:
-    lab = AgentLab(prefix="hsbh", wire_datagrams=False)  # the veth passes runs whole
+def case_hostsec(mode: str, encapsulation: str, version: int = 4) -> Iterator[Case]:
+    # wire_datagrams=False: the veth passes runs whole
+    lab = AgentLab(prefix="hsbh", wire_datagrams=False, ipv6=version == 6)
     try:
-        a, b = lab.address("a"), lab.address("b")
+        a, b = lab.address("a", version), lab.address("b", version)
         keys = _KEYS.format(a=a, b=b, key_ab=os.urandom(20).hex(), key_ba=os.urandom(20).hex())
         sides = {"a": ("b", b, f"remote_port = {PORT}"), "b": ("a", a, f"local_port = {PORT}")}
         for name, (peer, address, port) in sides.items():
@@ -393,8 +400,8 @@ def run_case(name: str, seconds: float, trees: dict[str, str]) -> dict[str, Any]
     elif base == "strongswan":
         manager = case_strongswan()
     else:
-        mode, encapsulation = HOSTSEC_CASES[base]
-        manager = case_hostsec(mode, encapsulation)
+        mode, encapsulation, version = HOSTSEC_CASES[base]
+        manager = case_hostsec(mode, encapsulation, version)
     # The agents run as "python -m hostsec", which imports from the working directory
     # first, then PYTHONPATH: both point at the tree the case is for.
     root = trees[label] if label else str(Path(hostsec.__file__).resolve().parents[1])
@@ -500,7 +507,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="iperf3 time per run")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (median reported)")
     parser.add_argument("--quick", action="store_true", help="3 s, one round")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="comma-separated cases (also: hostsec-transport-v6, hostsec-tunnel-udp-v6)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(
         "--tree",
@@ -520,7 +531,7 @@ def main() -> int:
         print("bench_tunnel: iperf3 missing (apt-get install iperf3)", file=sys.stderr)
         return 2
     names = [c for c in args.cases.split(",") if c]
-    unknown = set(names) - set(CASES)
+    unknown = set(names) - set(CASES) - set(HOSTSEC_CASES)
     if unknown:
         parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
     trees: dict[str, str] = {}
