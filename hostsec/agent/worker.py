@@ -419,11 +419,13 @@ class _TunWriter:
             return
         writev = os.writev
         writes = merged = 0
-        for size, header_len, start, parts in coalesce_tcp(packets):
+        for run in coalesce_tcp(packets):
             writes += 1
+            size, parts = run.segment_size, run.parts
             try:
                 if size:
-                    writev(fd, [tcp_gso_header(size, header_len, start, False), *parts])
+                    header = tcp_gso_header(size, run.header_len, run.checksum_start, run.ipv6)
+                    writev(fd, [header, *parts])
                     merged += len(parts) - 1
                 else:
                     writev(fd, (PLAIN_VNET_HDR, parts[0]))

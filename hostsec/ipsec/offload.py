@@ -54,6 +54,9 @@ _V6_FIXED = struct.Struct("!IHBB")  # the first 8 octets of an IPv6 header
 # number, acknowledgment number with data offset, flags and window, TCP options; one
 # layout per TCP data offset (5 to 15 words).
 _KEYS = [struct.Struct(f"!2sH2x4s2x12sI8s4x{4 * extra}s") for extra in range(11)]
+# IPv6 + TCP (no extension header), the same seven fields: version, traffic class and flow
+# label; payload length; next header and hop limit; addresses and ports; then as above.
+_KEYS6 = [struct.Struct(f"!4sH2s36sI8s4x{4 * extra}s") for extra in range(11)]
 
 
 def _fold(total: int) -> int:
@@ -203,30 +206,39 @@ class Merged(NamedTuple):
     checksum_start: int
     parts: list[bytes | memoryview]
 
+    @property
+    def ipv6(self) -> bool:
+        """A TCP/IPv6 super-packet (coalesce_tcp merges IPv4 only without options, so
+        the TCP header of a merged packet starts at 40 exactly when it is IPv6)."""
+        return self.checksum_start == IPV6_HEADER_LEN
+
 
 def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[Merged]:
-    """Merge runs of consecutive in-order IPv4 TCP segments of one connection in
-    ``packets`` into super-packets of at most ``limit`` octets; everything else passes as
-    it is, in order."""
+    """Merge runs of consecutive in-order TCP segments of one connection in ``packets``
+    (IPv4 without options, or IPv6 with TCP right after its header) into super-packets of
+    at most ``limit`` octets; everything else passes as it is, in order."""
     out: list[Merged] = []
     append = out.append
     group: list[bytes] = []
     # The run being built: the fields every segment must share with its first (IPv4
-    # version/IHL and TOS; DF, TTL, protocol; addresses and ports; acknowledgment number,
+    # version/IHL and TOS, or IPv6 version, traffic class and flow label; DF, TTL and
+    # protocol, or next header and hop limit; addresses and ports; acknowledgment number,
     # data offset, flags and window; TCP options), the segment size, the next sequence
-    # number, the size so far and the header length.
+    # number, the size so far, the header length and the IP length field's offset from
+    # the packet length (0: IPv4 total length; 40: IPv6 payload length).
     k_vt = k_mid = k_flow = k_ack = k_ack_psh = k_opts = b""
-    mss = next_seq = size = hlen = 0
+    mss = next_seq = size = hlen = k_base = 0
     unpack = _KEYS[0].unpack_from
     for packet in packets:
         n = len(packet)
         if group and n > hlen:
+            # A packet of the other family fails the first-field comparison (its version).
             vt, total, mid, flow, seq, ackwin, opts = unpack(packet)
             payload = n - hlen
             if (
                 seq == next_seq
                 and flow == k_flow
-                and total == n
+                and total + k_base == n
                 and vt == k_vt
                 and mid == k_mid
                 and opts == k_opts
@@ -238,36 +250,40 @@ def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[M
                     size += payload
                     next_seq = (seq + payload) & 0xFFFFFFFF
                     if payload < mss:  # a short segment ends the run
-                        append(_merge(group, mss, size, hlen))
+                        append(_merge(group, mss, size, hlen, k_base))
                         group = []
                     continue
                 if ackwin == k_ack_psh:  # PSH ends the run
                     group.append(packet)
-                    append(_merge(group, mss, size + payload, hlen))
+                    append(_merge(group, mss, size + payload, hlen, k_base))
                     group = []
                     continue
         if group:
-            append(_merge(group, mss, size, hlen))
+            append(_merge(group, mss, size, hlen, k_base))
             group = []
         # Can this packet start a run? IPv4 without options, TCP, DF or nothing in the
-        # fragment field, the exact total length, data, flags ACK (PSH would end it).
-        if n <= 40 or packet[0] != 0x45 or packet[9] != IPPROTO_TCP:
+        # fragment field, the exact total length; or IPv6 with TCP as its next header and
+        # the exact payload length; data, flags ACK (PSH would end it).
+        if n > 60 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_TCP:
+            ip_len, keys, k_base = IPV6_HEADER_LEN, _KEYS6, IPV6_HEADER_LEN
+            if ((packet[4] << 8) | packet[5]) + IPV6_HEADER_LEN != n:
+                append(Merged(0, 0, 0, [packet]))
+                continue
+        elif n > 40 and packet[0] == 0x45 and packet[9] == IPPROTO_TCP:
+            ip_len, keys, k_base = IPV4_HEADER_LEN, _KEYS, 0
+            if ((packet[2] << 8) | packet[3]) != n or packet[6] & 0xBF or packet[7]:
+                append(Merged(0, 0, 0, [packet]))
+                continue
+        else:
             append(Merged(0, 0, 0, [packet]))
             continue
-        doff = packet[32] >> 4
-        hlen = IPV4_HEADER_LEN + doff * 4
+        doff = packet[ip_len + 12] >> 4
+        hlen = ip_len + doff * 4
         payload = n - hlen
-        if (
-            ((packet[2] << 8) | packet[3]) != n
-            or packet[33] != TCP_ACK
-            or packet[6] & 0xBF
-            or packet[7]
-            or doff < 5
-            or payload <= 0
-        ):
+        if packet[ip_len + 13] != TCP_ACK or doff < 5 or payload <= 0:
             append(Merged(0, 0, 0, [packet]))
             continue
-        unpack = _KEYS[doff - 5].unpack_from
+        unpack = keys[doff - 5].unpack_from
         k_vt, _total, k_mid, k_flow, seq, k_ack, k_opts = unpack(packet)
         k_ack_psh = k_ack[:5] + bytes((TCP_ACK | TCP_PSH,)) + k_ack[6:]
         group = [packet]
@@ -275,14 +291,17 @@ def coalesce_tcp(packets: Sequence[bytes], limit: int = MAX_IP_PACKET) -> list[M
         size = n
         next_seq = (seq + payload) & 0xFFFFFFFF
     if group:
-        append(_merge(group, mss, size, hlen))
+        append(_merge(group, mss, size, hlen, k_base))
     return out
 
 
-def _merge(group: list[bytes], mss: int, size: int, hlen: int) -> Merged:
+def _merge(group: list[bytes], mss: int, size: int, hlen: int, ipv6: int) -> Merged:
+    """The super-packet of ``group`` (``size`` octets); ``ipv6``: 40 for IPv6, 0 for IPv4."""
     first = group[0]
     if len(group) == 1:
         return Merged(0, 0, 0, [first])
+    if ipv6:
+        return _merge6(group, mss, size, hlen)
     last_flags = group[-1][33]
     # IPv4 header: new total length, checksum recomputed (RFC 791 3.1).
     ip_head = first[:2] + _U16.pack(size) + first[4:10] + b"\x00\x00" + first[12:20]
@@ -303,3 +322,24 @@ def _merge(group: list[bytes], mss: int, size: int, hlen: int) -> Merged:
     parts: list[bytes | memoryview] = [header]
     parts += [memoryview(p)[hlen:] for p in group]
     return Merged(mss, hlen, IPV4_HEADER_LEN, parts)
+
+
+def _merge6(group: list[bytes], mss: int, size: int, hlen: int) -> Merged:
+    """As _merge, over IPv6: a new payload length (RFC 8200 3); the TCP checksum field
+    holds the pseudo-header sum (RFC 8200 8.1: addresses, upper-layer length, next header)."""
+    first = group[0]
+    last_flags = group[-1][IPV6_HEADER_LEN + 13]
+    tcp_len = size - IPV6_HEADER_LEN
+    pseudo = _fold(ones_complement_sum(first[8:40]) + IPPROTO_TCP + tcp_len)
+    header = (
+        first[:4]
+        + _U16.pack(tcp_len)
+        + first[6:53]
+        + bytes((last_flags,))
+        + first[54:56]
+        + _U16.pack(pseudo)
+        + first[58:hlen]
+    )
+    parts: list[bytes | memoryview] = [header]
+    parts += [memoryview(p)[hlen:] for p in group]
+    return Merged(mss, hlen, IPV6_HEADER_LEN, parts)

@@ -28,6 +28,7 @@ from hostsec.platform.linux.tun import (
     PLAIN_VNET_HDR,
     VNET_F_NEEDS_CSUM,
     VNET_GSO_TCPV4,
+    VNET_GSO_TCPV6,
     VNET_HDR_LEN,
     LinuxTun,
     TunConfig,
@@ -100,7 +101,10 @@ def test_tun_vnet_header_and_queue(pair) -> None:
         TunConfig(offload=OFFLOAD_TSO)  # offloads need the header
 
 
-def _bridge(conn: Any, other_netns: str, merge: bool) -> None:
+BRIDGE_ADDRESSES = {4: ("198.51.100.1", "198.51.100.2"), 6: ("2001:db8::1", "2001:db8::2")}
+
+
+def _bridge(conn: Any, other_netns: str, merge: bool, version: int = 4) -> None:
     """Two hosts whose only link is this process: a TUN device in each (TSO offered to
     us), packets moved between them. a -> b: super-packets split into segments, then
     either written one by one (b's kernel checks every checksum we computed) or merged
@@ -113,15 +117,21 @@ def _bridge(conn: Any, other_netns: str, merge: bool) -> None:
                 mtu=1400,
                 vnet_hdr=True,
                 offload=OFFLOAD_TSO,
-                ipv4_address=ipaddress.IPv4Interface(f"{address}/32"),
+                ipv6=version == 6,
+                ipv4_address=ipaddress.IPv4Interface(f"{address}/32") if version == 4 else None,
             )
         )
-        os.system(f"ip route add {peer}/32 dev hsbr0")
+        if version == 6:
+            os.system(f"ip -6 addr add {address}/128 dev hsbr0 nodad")
+            os.system(f"ip -6 route add {peer}/128 dev hsbr0")
+        else:
+            os.system(f"ip route add {peer}/32 dev hsbr0")
         return device
 
-    tun_a = tun("198.51.100.1", "198.51.100.2")
+    a_address, b_address = BRIDGE_ADDRESSES[version]
+    tun_a = tun(a_address, b_address)
     with entered(other_netns):
-        tun_b = tun("198.51.100.2", "198.51.100.1")
+        tun_b = tun(b_address, a_address)
     seen = {"super": 0, "segments": 0, "merged_writes": 0, "merged_segments": 0, "plain": 0}
     conn.send("ready")
     fds = {tun_a.fileno(): tun_b.fileno(), tun_b.fileno(): tun_a.fileno()}
@@ -137,7 +147,7 @@ def _bridge(conn: Any, other_netns: str, merge: bool) -> None:
             data = os.read(fd, 65535 + VNET_HDR_LEN)
             header = VnetHeader.unpack(data)
             packet = data[VNET_HDR_LEN:]
-            if header.gso_type & 0x7F == VNET_GSO_TCPV4:
+            if header.gso_type & 0x7F in (VNET_GSO_TCPV4, VNET_GSO_TCPV6):
                 segments = segment_tcp(packet, header.gso_size)
                 seen["super"] += 1
                 seen["segments"] += len(segments)
@@ -151,9 +161,10 @@ def _bridge(conn: Any, other_netns: str, merge: bool) -> None:
                     os.writev(out, (PLAIN_VNET_HDR, segment))
                     seen["plain"] += 1
                 continue
-            for size, hlen, start, parts in coalesce_tcp(segments):
+            for run in coalesce_tcp(segments):
+                size, hlen, start, parts = run
                 if size:
-                    os.writev(out, [tcp_gso_header(size, hlen, start, False), *parts])
+                    os.writev(out, [tcp_gso_header(size, hlen, start, run.ipv6), *parts])
                     seen["merged_writes"] += 1
                     seen["merged_segments"] += len(parts) - 1
                 else:
@@ -161,13 +172,16 @@ def _bridge(conn: Any, other_netns: str, merge: bool) -> None:
                     seen["plain"] += 1
 
 
+@pytest.mark.parametrize("version", [4, 6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("merge", [False, True], ids=["segments", "merged"])
-def test_tso_split_and_gso_merge_carry_tcp_byte_exact(lab, merge: bool) -> None:
-    a, b = lab.add_host("a", ipv6=False), lab.add_host("b", ipv6=False)
-    wait_ready(b.spawn(tcp_echo_server, 23))
-    bridge = wait_ready(a.spawn(_bridge, b.netns, merge))
+def test_tso_split_and_gso_merge_carry_tcp_byte_exact(lab, merge: bool, version: int) -> None:
+    a, b = lab.add_host("a", ipv6=version == 6), lab.add_host("b", ipv6=version == 6)
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    wait_ready(b.spawn(tcp_echo_server, 23, family))
+    bridge = wait_ready(a.spawn(_bridge, b.netns, merge, version))
     data = os.urandom(4_000_000)
-    assert a.call(echo_roundtrip, "198.51.100.2", 23, data, timeout=60) == data
+    server = BRIDGE_ADDRESSES[version][1]
+    assert a.call(echo_roundtrip, server, 23, data, timeout=60) == data
     assert bridge.conn is not None
     bridge.conn.send("stop")
     seen = bridge.conn.recv()

@@ -69,11 +69,24 @@ def tcp4(
     return IPv4Header(A, B, 6, identification=ident).pack(len(seg)) + seg
 
 
-def tcp6(payload: bytes, seq: int = 1000, flags: int = TCP_ACK) -> bytes:
+def tcp6(
+    payload: bytes,
+    seq: int = 1000,
+    flags: int = TCP_ACK,
+    partial: bool = True,
+    header: dict[str, int] | None = None,
+    **tcp: int,
+) -> bytes:
+    """IPv6/TCP, checksum partial (as a TSO read gives it) unless ``partial`` is False;
+    ``header``: IPv6 header fields (traffic_class, flow_label, hop_limit)."""
     src, dst = V6_A.packed, V6_B.packed
-    seg = tcp_header(seq, flags) + payload
-    seg = seg[:16] + struct.pack("!H", pseudo_header_sum(src, dst, 6, len(seg))) + seg[18:]
-    return IPv6Header(src, dst, 6).pack(len(seg)) + seg
+    seg = tcp_header(seq, flags, **tcp) + payload
+    if partial:
+        csum = pseudo_header_sum(src, dst, 6, len(seg))
+    else:
+        csum = transport_checksum(src, dst, 6, seg)
+    seg = seg[:16] + struct.pack("!H", csum) + seg[18:]
+    return IPv6Header(src, dst, 6, **(header or {})).pack(len(seg)) + seg
 
 
 def checksums_ok(packet: bytes) -> bool:
@@ -277,6 +290,67 @@ def test_coalesce_passes_odd_packets_through_in_order() -> None:
     merged = coalesce_tcp([six, *segs[:2], udp, segs[2]])
     assert [m.segment_size for m in merged] == [0, 1000, 0, 0]
     assert joined(merged[0]) == six and joined(merged[2]) == udp and joined(merged[3]) == segs[2]
+
+
+def segments6_of(total: int, mss: int, seq: int = 5000, last_flags: int = TCP_ACK) -> list[bytes]:
+    payload = os.urandom(total)
+    return [
+        tcp6(
+            payload[start : start + mss],
+            seq=seq + start,
+            flags=last_flags if start + mss >= total else TCP_ACK,
+            partial=False,
+            header={"traffic_class": 0x28, "flow_label": 0x12345, "hop_limit": 61},
+        )
+        for start in range(0, total, mss)
+    ]
+
+
+def test_coalesce_merges_an_ipv6_run_into_one_super_packet() -> None:
+    segs = segments6_of(10 * 1000 + 10, 1000, last_flags=TCP_ACK | TCP_PSH)
+    assert all(checksums_ok(s) for s in segs)
+    [merged] = coalesce_tcp(segs)
+    assert merged.segment_size == 1000 and merged.ipv6
+    assert merged.header_len == 72 and merged.checksum_start == 40
+    packet = joined(merged)
+    assert len(packet) == 72 + 10010
+    parsed = IPv6(packet)
+    assert parsed.plen == len(packet) - 40  # RFC 8200 3: the payload length
+    assert (parsed.tc, parsed.fl, parsed.hlim) == (0x28, 0x12345, 61)
+    assert parsed[TCP].seq == 5000 and int(parsed[TCP].flags) == TCP_ACK | TCP_PSH
+    # The TCP checksum is partial: the IPv6 pseudo-header sum for the merged length...
+    src, dst = V6_A.packed, V6_B.packed
+    assert struct.unpack("!H", packet[56:58])[0] == pseudo_header_sum(src, dst, 6, len(packet) - 40)
+    # ...which the kernel completes; then it is a valid packet carrying all the data.
+    assert checksums_ok(complete_checksum(packet, 40, 16))
+    assert packet[72:] == b"".join(s[72:] for s in segs)
+    assert not coalesce_tcp(segments_of(2000, 1000))[0].ipv6
+
+
+def test_coalesce_keeps_apart_ipv6_what_linux_gro_keeps_apart() -> None:
+    base = segments6_of(3000, 1000)
+    head = {"traffic_class": 0x28, "flow_label": 0x12345, "hop_limit": 61}
+
+    def like(**change: int) -> bytes:
+        return tcp6(b"z" * 1000, seq=6000, partial=False, header={**head, **change})
+
+    hop_by_hop = base[1][:6] + b"\x00" + base[1][7:]  # next header 0: an extension header
+    cases = {
+        "gap": [base[0], base[2]],
+        "another flow label": [base[0], like(flow_label=7)],
+        "another traffic class": [base[0], like(traffic_class=0)],
+        "another hop limit": [base[0], like(hop_limit=64)],
+        "an extension header": [base[0], hop_by_hop],
+        "octets past the payload length": [base[0], base[1] + b"pad"],
+        "an IPv4 segment next": [base[0], tcp4(b"z" * 1000, seq=6000)],
+        "an IPv6 segment after IPv4": [tcp4(b"z" * 1000, seq=5000), base[1]],
+        "different ack": [base[0], tcp6(b"z" * 1000, seq=6000, partial=False, header=head, ack=1)],
+        "FIN": [base[0], tcp6(b"z" * 1000, seq=6000, flags=TCP_ACK | TCP_FIN, header=head)],
+    }
+    for name, packets in cases.items():
+        merged = coalesce_tcp(packets)
+        assert [m.segment_size for m in merged] == [0] * len(packets), name
+        assert [joined(m) for m in merged] == packets, name
 
 
 @pytest.mark.parametrize(("mode", "udp"), [(Mode.TRANSPORT, False), (Mode.TUNNEL, True)])
