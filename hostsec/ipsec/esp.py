@@ -756,13 +756,56 @@ def _never(protocol: int, addresses: bytes, data: bytes, end: int) -> bool:
     return False
 
 
+def _ipv6_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
+    """``selectors.match(inner, True)`` with IPv6 TCP, UDP, SCTP and UDP-Lite right after
+    the IPv6 header (the payload length ending the packet) compared directly against the
+    IPv6 selectors: addresses as 16-octet strings, which compare as the numbers do. Every
+    other packet goes to Selectors.match (which walks extension headers)."""
+    general = selectors.match
+
+    def ranges(side: tuple[TrafficSelector, ...]) -> tuple[tuple[int, bytes, bytes, int, int], ...]:
+        return tuple(
+            (ts.protocol, ts.start_addr, ts.end_addr, ts.start_port, ts.end_port)
+            for ts in side
+            if len(ts.start_addr) == 16  # an IPv4 selector never holds an IPv6 address
+        )
+
+    remote, local = ranges(selectors.remote), ranges(selectors.local)
+    ports = _PORTS.unpack_from
+    ported = _PORTED
+
+    def matches(inner: bytes) -> bool:
+        n = len(inner)
+        if (
+            n < IPV6_HEADER_LEN + 4
+            or inner[0] >> 4 != 6
+            or inner[6] not in ported
+            or ((inner[4] << 8) | inner[5]) + IPV6_HEADER_LEN != n
+        ):
+            return general(inner, True)
+        protocol = inner[6]
+        src, dst = inner[8:24], inner[24:40]
+        sport, dport = ports(inner, IPV6_HEADER_LEN)
+        for proto, low, high, first, last in remote:
+            if (not proto or proto == protocol) and low <= src <= high and first <= sport <= last:
+                break
+        else:
+            return False
+        for proto, low, high, first, last in local:
+            if (not proto or proto == protocol) and low <= dst <= high and first <= dport <= last:
+                return True
+        return False
+
+    return matches
+
+
 def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
     """``selectors.match(inner, True)`` for a whole inner packet. One remote and one local
     selector: IPv4 without options and not a later fragment through _inbound_flow_check.
     Other shapes: TCP and UDP in IPv4 without options and not a later fragment through
-    integer ranges (one struct.unpack for every field). Every other packet (IPv6, options,
-    fragments, malformed headers) goes to Selectors.match."""
-    general = selectors.match
+    integer ranges (one struct.unpack for every field). IPv6 through _ipv6_selector_check.
+    Every other packet (options, fragments, malformed headers) goes to Selectors.match."""
+    general = _ipv6_selector_check(selectors)
     remote, local = _ipv4_ranges(selectors.remote), _ipv4_ranges(selectors.local)
 
     if len(remote) == 1 and len(local) == 1:
@@ -773,14 +816,14 @@ def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
             try:
                 vihl, total, frag, protocol, addresses = head(inner)
             except struct.error:
-                return general(inner, True)
+                return general(inner)
             if (
                 vihl != 0x45
                 or frag & IPV4_FRAGMENT_OFFSET_MASK
                 or total > len(inner)
                 or total < IPV4_HEADER_LEN
             ):
-                return general(inner, True)
+                return general(inner)
             return flow(protocol, addresses, inner, total)
 
         return matches_one
@@ -789,7 +832,7 @@ def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
         try:
             vihl, total, frag, protocol, src, dst, sport, dport = _FLOW4_PORTS.unpack_from(inner)
         except struct.error:
-            return general(inner, True)
+            return general(inner)
         if (
             vihl != 0x45
             or protocol not in _TCP_UDP
@@ -797,7 +840,7 @@ def _inbound_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
             or total > len(inner)
             or total < IPV4_HEADER_LEN + 4  # the ports inside the packet
         ):
-            return general(inner, True)
+            return general(inner)
         for proto, low, high, first, last in remote:
             if (not proto or proto == protocol) and low <= src <= high and first <= sport <= last:
                 break

@@ -7,7 +7,8 @@ holds PROTECT entries only; anything that matches none is dropped (counted as "n
 policy"), never sent in the clear.
 
 Lookup is a dictionary hit for the common case (one remote address, one protocol, one
-port on either side) and a scan of the remaining entries otherwise, in insertion order
+port on either side; IPv4 without fragments, or IPv6 with TCP/UDP right after the
+header) and a scan of the remaining entries otherwise, in insertion order
 (more specific entries first is the caller's job, as in RFC 4301 4.4.1's ordered SPD).
 """
 
@@ -109,6 +110,24 @@ class SPD:
                     )
                 else:
                     flow = exact.get((dst, protocol, None, None))
+                if flow is not None:
+                    return flow
+            elif (
+                first >> 4 == 6
+                and packet[6] in _PORTED  # TCP/UDP right after the header, no extension
+                and ((packet[4] << 8) | packet[5]) + 40 == len(packet)
+                and len(packet) >= 44
+            ):
+                protocol = packet[6]
+                dst = packet[24:40]
+                exact = self._exact
+                sport, dport = _PORTS.unpack_from(packet, 40)
+                flow = (
+                    exact.get((dst, protocol, dport, None))
+                    or exact.get((dst, protocol, None, sport))
+                    or exact.get((dst, protocol, dport, sport))
+                    or exact.get((dst, protocol, None, None))
+                )
                 if flow is not None:
                     return flow
         return self._lookup_general(packet)

@@ -20,6 +20,7 @@ from hostsec.ipsec.errors import DropReason, PacketDropped, SelectorMismatch
 from hostsec.ipsec.esp import _PORTED, EspSA, _inbound_flow_check, _inbound_selector_check
 from hostsec.ipsec.sa import Direction, Mode, UdpEncapsulation
 from hostsec.ipsec.selectors import Selectors, TrafficSelector
+from hostsec.ipsec.spd import SPD
 from hostsec.wire import ip
 from hostsec.wire.ip import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPv4Header, IPv6Header
 
@@ -360,3 +361,99 @@ def test_every_fast_path_drops_and_counts_a_mismatch() -> None:
                     after = sa.stats.drops.get(DropReason.SELECTOR_MISMATCH, 0)
                     assert passed is passes, (mode, encap, op, protocol, src, dst)
                     assert after == before + (not passes)
+
+
+# ----------------------------------------------------------------------------- IPv6
+
+V6_ADDRS = [
+    bytes(ipaddress.ip_address(a).packed)
+    for a in ("::", "2001:db8::", "2001:db8::1", "2001:db8::2", "2001:db8::ff", "2001:db8:0:1::")
+]
+V6_ADDRS.append(b"\xff" * 16)
+# Next headers: the ported ones, others, and extension headers (which the direct
+# comparison must leave to Selectors.match).
+V6_NEXT = [IPPROTO_TCP, IPPROTO_UDP, 132, 136, 58, 50, 0, 43, 44, 60, 59]
+
+
+@st.composite
+def v6_selector(draw: st.DrawFn) -> TrafficSelector:
+    low, high = sorted((draw(st.sampled_from(V6_ADDRS)), draw(st.sampled_from(V6_ADDRS))))
+    first, last = sorted((draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))))
+    if draw(st.booleans()):
+        first, last = 0, 0xFFFF
+    protocol = draw(st.sampled_from([0, 0, IPPROTO_TCP, IPPROTO_UDP, 58, 132]))
+    return TrafficSelector(low, high, protocol, first, last)
+
+
+@st.composite
+def v6_packets(draw: st.DrawFn) -> bytes:
+    """IPv6 packets around what the direct comparison takes: the payload length exact,
+    short, long or past the end; transport headers of 0 to 8 octets; extension headers."""
+    src, dst = draw(st.sampled_from(V6_ADDRS)), draw(st.sampled_from(V6_ADDRS))
+    nh = draw(st.sampled_from(V6_NEXT))
+    body = struct.pack("!HH", draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS)))
+    body = (body + draw(st.binary(max_size=12)))[: draw(st.integers(0, 16))]
+    length = len(body) + draw(st.sampled_from([0, 0, 0, -1, 1, -4, 40]))
+    header = IPv6Header(src, dst, nh).pack(max(0, length) & 0xFFFF)
+    return header + body + draw(st.sampled_from([b"", b"", b"tail"]))
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(v6_selector(), min_size=1, max_size=3),
+    st.lists(v6_selector(), min_size=1, max_size=3),
+    v6_packets(),
+)
+def test_ipv6_inner_packets_are_checked_as_selectors_match(
+    local: list[TrafficSelector], remote: list[TrafficSelector], packet: bytes
+) -> None:
+    sel = Selectors(tuple(local), tuple(remote))
+    assert _inbound_selector_check(sel)(packet) == sel.match(packet, True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(V6_ADDRS),
+            st.sampled_from([IPPROTO_TCP, IPPROTO_UDP, 132]),
+            st.sampled_from([None, 23, 5201]),
+            st.sampled_from([None, 23, 40000]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.data(),
+)
+def test_spd_ipv6_lookup_is_the_general_lookup(
+    flows: list[tuple[bytes, int, int | None, int | None]], data: st.DataObject
+) -> None:
+    """SPD.lookup's direct IPv6 case gives what its general path (flow_key) gives, for
+    packets aimed at the flows (or near them) and any others."""
+    remote, protocol, rport, lport = data.draw(st.sampled_from(flows))
+    packet = data.draw(v6_packets())
+    if data.draw(st.booleans()):  # aimed at a flow: its destination, protocol and ports
+        dport = rport if rport is not None else data.draw(st.sampled_from(PORTS))
+        sport = lport if lport is not None else data.draw(st.sampled_from(PORTS))
+        if data.draw(st.booleans()):
+            sport, dport = dport, sport
+        packet = (
+            packet[:6]
+            + bytes((data.draw(st.sampled_from([protocol, protocol, 0, 58])),))
+            + packet[7:24]
+            + remote
+            + struct.pack("!HH", sport, dport)
+            + packet[44:]
+        )
+    spd = SPD()
+    local = V6_ADDRS[2]
+
+    def one(address: bytes, protocol: int, port: int | None) -> TrafficSelector:
+        first, last = (port, port) if port else (0, 0xFFFF)
+        return TrafficSelector(address, address, protocol, first, last)
+
+    for i, (remote, protocol, rport, lport) in enumerate(flows):
+        selectors = Selectors((one(local, protocol, lport),), (one(remote, protocol, rport),))
+        if f"f{i}" not in spd and not any(e.selectors == selectors for e in spd._entries.values()):
+            spd.add(f"f{i}", selectors)
+    assert spd.lookup(packet) == spd._lookup_general(packet)
