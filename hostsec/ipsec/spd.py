@@ -94,43 +94,32 @@ class SPD:
 
     def lookup(self, packet: bytes) -> str | None:
         """The flow an outbound packet belongs to, or None."""
-        if self._exact and len(packet) >= 24:
-            first = packet[0]
-            if first == 0x45 and not (packet[6] & 0x3F or packet[7]):
-                protocol = packet[9]
-                dst = packet[16:20]
-                exact = self._exact
-                if protocol in _PORTED:
-                    sport, dport = _PORTS.unpack_from(packet, 20)
-                    flow = (
-                        exact.get((dst, protocol, dport, None))
-                        or exact.get((dst, protocol, None, sport))
-                        or exact.get((dst, protocol, dport, sport))
-                        or exact.get((dst, protocol, None, None))
-                    )
-                else:
-                    flow = exact.get((dst, protocol, None, None))
-                if flow is not None:
-                    return flow
-            elif (
-                first >> 4 == 6
-                and packet[6] in _PORTED  # TCP/UDP right after the header, no extension
-                and ((packet[4] << 8) | packet[5]) + 40 == len(packet)
-                and len(packet) >= 44
-            ):
-                protocol = packet[6]
-                dst = packet[24:40]
-                exact = self._exact
-                sport, dport = _PORTS.unpack_from(packet, 40)
-                flow = (
-                    exact.get((dst, protocol, dport, None))
-                    or exact.get((dst, protocol, None, sport))
-                    or exact.get((dst, protocol, dport, sport))
-                    or exact.get((dst, protocol, None, None))
-                )
-                if flow is not None:
-                    return flow
-        return self._lookup_general(packet)
+        exact = self._exact
+        if not exact or len(packet) < 24:
+            return self._lookup_general(packet)
+        first = packet[0]
+        if first == 0x45 and not (packet[6] & 0x3F or packet[7]):  # IPv4, not a fragment
+            protocol, dst, ports_at = packet[9], packet[16:20], 20
+        elif (
+            first >> 4 == 6
+            and packet[6] in _PORTED  # TCP/UDP right after the header, no extension
+            and ((packet[4] << 8) | packet[5]) + 40 == len(packet)
+            and len(packet) >= 44
+        ):
+            protocol, dst, ports_at = packet[6], packet[24:40], 40
+        else:
+            return self._lookup_general(packet)
+        if protocol in _PORTED:
+            sport, dport = _PORTS.unpack_from(packet, ports_at)
+            flow = (
+                exact.get((dst, protocol, dport, None))
+                or exact.get((dst, protocol, None, sport))
+                or exact.get((dst, protocol, dport, sport))
+                or exact.get((dst, protocol, None, None))
+            )
+        else:
+            flow = exact.get((dst, protocol, None, None))
+        return flow if flow is not None else self._lookup_general(packet)
 
     def _lookup_general(self, packet: bytes) -> str | None:
         try:
