@@ -65,11 +65,11 @@ def _stale_labs() -> None:
             remove_stale(prefix)
 
 
-def _lab(nat: str | None) -> Iterator[object]:
+def _lab(nat: str | None, version: int = 4) -> Iterator[object]:
     _require()
     from .pair import InteropLab
 
-    lab = InteropLab(nat)
+    lab = InteropLab(nat, version)
     try:
         lab.start()
         yield lab
@@ -92,6 +92,12 @@ def _lab(nat: str | None) -> Iterator[object]:
 def interop() -> Iterator[object]:
     """hostsec (hs, 198.51.100.1) and strongSwan (sw, 198.51.100.2) on one link."""
     yield from _lab(None)
+
+
+@pytest.fixture(scope="module")
+def interop6() -> Iterator[object]:
+    """hostsec (hs, 2001:db8::1) and strongSwan (sw, 2001:db8::2) on one link, over IPv6."""
+    yield from _lab(None, 6)
 
 
 @pytest.fixture(scope="module", params=["keep", "random"])

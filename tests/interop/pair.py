@@ -1,7 +1,7 @@
 """hostsec in one network namespace, a strongSwan charon in another (and, for NAT, a
 masquerading router between them).
 
-    direct:  hs 198.51.100.1 ==veth== sw 198.51.100.2
+    direct:  hs 198.51.100.1 ==veth== sw 198.51.100.2   (IPv6: 2001:db8::1, 2001:db8::2)
     nat:     hs 198.51.100.1 ==veth== rt 198.51.100.2 | 203.0.113.1 ==veth== sw 203.0.113.2
              (rt: ip_forward, nftables masquerade of 198.51.100.0/24 leaving towards sw)
 
@@ -84,12 +84,19 @@ class Case:
 
 
 class InteropLab:
-    def __init__(self, nat: str | None = None) -> None:
+    def __init__(self, nat: str | None = None, version: int = 4) -> None:
         """``nat``: None (one link), "keep" (plain masquerade) or "random" (masquerade
-        random: the outer source ports are remapped)."""
+        random: the outer source ports are remapped). ``version``: the IP version of the
+        addresses both sides use (6: one link only)."""
+        if version == 6 and nat is not None:
+            raise ValueError("the NAT lab is IPv4")
         self.nat = nat
+        self.version = version
+        self.prefix_len = 128 if version == 6 else 32
         self.lab = AgentLab(
-            prefix="hsio" if nat is None else "hsnat", hosts=("hs", "rt" if nat else "sw")
+            prefix="hsio" if nat is None else "hsnat",
+            hosts=("hs", "rt" if nat else "sw"),
+            ipv6=version == 6,
         )
         self.root = self.lab.root
         try:
@@ -97,8 +104,8 @@ class InteropLab:
         except BaseException:
             self.lab.close()
             raise
-        self.hs_addr = str(self.hs.ip)
-        self.sw_addr = str(self.sw.address(4))
+        self.hs_addr = str(self.hs.address(version))
+        self.sw_addr = str(self.sw.address(version))
         self.charon = Charon(self.sw, self.root / "sw" / "charon", keep_alive="2s")
         self._numbers = itertools.count(1)
         self._pki: dict[str, Authority] = {}
@@ -156,15 +163,16 @@ class InteropLab:
         self.lab.start_agent("hs")
         self.charon.start()
         self.load_charon_credentials()
-        self._echo = self.lab.serve_echo("sw", 23)
+        self._echo = self.lab.serve_echo("sw", 23, self.version)
         if self.nat is None:
             # Recipe pitfall 4: libipsec routes the whole peer address into its TUN; only
             # the telnet replies may go there (ICMP and the rest stay in the clear).
+            ip = ["ip", f"-{self.version}", "rule", "add"]
             self.sw.run(
-                ["ip", "rule", "add", "pref", "100", "to", self.hs_addr, "ipproto", "tcp",
-                 "sport", "23", "lookup", "220"]
+                [*ip, "pref", "100", "to", self.hs_addr, "ipproto", "tcp", "sport", "23",
+                 "lookup", "220"]
             )  # fmt: skip
-            self.sw.run(["ip", "rule", "add", "pref", "101", "to", self.hs_addr, "lookup", "main"])
+            self.sw.run([*ip, "pref", "101", "to", self.hs_addr, "lookup", "main"])
 
     def load_charon_credentials(self) -> None:
         """PSK, CAs, and strongSwan's own certificates and keys (again after a restart)."""
@@ -267,10 +275,11 @@ start = "{"trap" if case.hostsec_starts else "manual"}"
             }
             remote = {"auth": "pubkey", "id": hs_id}
         # Behind a NAT hostsec's inner address is not the IKE peer's (recipe NAT pitfall 1).
-        remote_ts = f"{self.hs_addr}/32[tcp]" if self.nat is None else "198.51.100.0/24[tcp]"
+        plen = self.prefix_len
+        remote_ts = f"{self.hs_addr}/{plen}[tcp]" if self.nat is None else "198.51.100.0/24[tcp]"
         children = {
             case.child: child(
-                f"{self.sw_addr}/32[tcp/23]", remote_ts, [case.esp], **case.child_extra
+                f"{self.sw_addr}/{plen}[tcp/23]", remote_ts, [case.esp], **case.child_extra
             )
         }
         return conn(
