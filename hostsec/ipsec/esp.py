@@ -19,6 +19,7 @@ fewer Python operations (see "Specialised per-packet paths" at the end of this m
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import typing
@@ -86,6 +87,9 @@ _TRAILERS: list[list[bytes]] = [
 ]
 _LOW32 = 0xFFFFFFFF
 _U32 = struct.Struct("!I")
+# The per-SA header layouts depend on a few parameters only (ICV length, UDP or not, salt
+# length): one Struct per format, shared by every SA that needs it (memory per SA).
+_layout = functools.lru_cache(maxsize=64)(struct.Struct)
 _PADDINGS = [padding(n) for n in range(256)]
 _STOP_ESP = frozenset({IPPROTO_ESP, IPPROTO_UDP})
 
@@ -140,7 +144,9 @@ class EspSA(SecurityAssociation):
         self._selectors = config.selectors
         # Selectors.match(inner, True), compiled for the common IPv4 TCP/UDP case.
         self._selector_check = (
-            _inbound_selector_check(config.selectors) if config.selectors is not None else None
+            _inbound_selector_check(config.selectors)
+            if config.selectors is not None and config.is_inbound
+            else None
         )
         self._check_padding = config.check_padding
         self._udp_ports = (self._encap.src_port, self._encap.dst_port) if self._encap else None
@@ -152,13 +158,20 @@ class EspSA(SecurityAssociation):
         instance and hand every packet they do not cover back to them."""
         if not self._aead:
             return
-        if self._iv_source is None:  # counter IVs: every combined-mode transform here
+        # Counter IVs (every combined-mode transform here); outbound SAs only send.
+        if self._iv_source is None and not self.config.is_inbound:
             self.encapsulate = _fast_encapsulate(self)  # type: ignore[method-assign]
             self.protect = _fast_protect(self)  # type: ignore[method-assign]
         window = self._window
         if window is not None:  # anti-replay on: every inbound SA but a rare few
-            self.unprotect = _fast_unprotect(self, window)  # type: ignore[method-assign]
-            self.decapsulate = _fast_decapsulate(self, window)  # type: ignore[method-assign]
+            # Transport mode: the selector check of the parsed fields, one for both paths.
+            flow = (
+                _inbound_flow_check(self._selectors, 0)
+                if self._selectors is not None and not self._tunnel
+                else None
+            )
+            self.unprotect = _fast_unprotect(self, window, flow)  # type: ignore[method-assign]
+            self.decapsulate = _fast_decapsulate(self, window, flow)  # type: ignore[method-assign]
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -771,6 +784,8 @@ def _ipv6_selector_check(selectors: Selectors) -> Callable[[bytes], bool]:
         )
 
     remote, local = ranges(selectors.remote), ranges(selectors.local)
+    if not remote or not local:  # no IPv6 packet can match: nothing to compile
+        return partial(general, inbound=True)
     ports = _PORTS.unpack_from
     ported = _PORTED
 
@@ -862,7 +877,7 @@ def _nonce_and_aad(sa: EspSA) -> tuple[Callable[..., bytes], Callable[..., bytes
     number, or SPI || 64-bit ESN. Without ESN the SA never sends a sequence number above
     2^32 - 1 (``next_seq``), so the number packs as it is. Nonce: salt || IV, the IV being
     the 64-bit sequence number (unique per key, RFC 4106 3.1)."""
-    nonce = struct.Struct(f"!{len(sa._salt)}sQ").pack
+    nonce = _layout(f"!{len(sa._salt)}sQ").pack
     aad = (_SPI_ESN if sa._esn else _SPI_SEQ).pack
     return nonce, aad
 
@@ -1230,7 +1245,7 @@ def _fast_encapsulate(sa: EspSA) -> _PacketPath:
     return encapsulate if sa._tunnel else encapsulate_transport
 
 
-def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
+def _fast_unprotect(sa: EspSA, window: ReplayWindow, flow: _FlowCheck | None) -> _PacketPath:
     """``sa.unprotect`` for IPv4 packets without options and IPv6 packets without
     extension headers, a combined-mode transform and anti-replay on; everything else goes
     to :meth:`EspSA.unprotect`."""
@@ -1246,7 +1261,6 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     selectors = sa._selector_check
     # Transport mode: the inner packet's protocol, addresses and transport header are
     # known before it is built (the outer addresses, which RFC 3948 NAT handling keeps).
-    flow = _inbound_flow_check(sa._selectors, 0) if sa._selectors is not None else None
     whole = typing.cast("Callable[[bytes], bool]", selectors)  # called only with ``flow``
     check_padding = sa._check_padding
     udp = sa._encap is not None
@@ -1262,10 +1276,10 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     # addresses too.
     udp_part = "4xH2x" if udp else ""
     rest = 2 + sa._icv_len
-    tunnel_head = struct.Struct(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    tunnel_head = _layout(f"!BxH5xB10x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
     inner_head = _VERSION_LENGTH.unpack_from  # version/IHL, total length of an inner IPv4
     trailers4 = _TUNNEL4_TRAILERS
-    transport_head = struct.Struct(f"!BBH5sBH8s{udp_part}II8s{rest}x")
+    transport_head = _layout(f"!BBH5sBH8s{udp_part}II8s{rest}x")
 
     def unprotect_tunnel(packet: bytes) -> bytes:
         try:
@@ -1431,8 +1445,8 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     body6 = slice(esp6 + ESP_HEADER_LEN + 8, None)
     # Version/class/flow, payload length, next header, [UDP length,] SPI, sequence number
     # and IV; then as above. Transport mode keeps hop limit and addresses.
-    tunnel6_head = struct.Struct(f"!IHB33x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
-    transport6_head = struct.Struct(f"!IHBB32s{udp_part}II8s{rest}x")
+    tunnel6_head = _layout(f"!IHB33x{udp_part}II8s{rest + IPV4_HEADER_LEN}x")
+    transport6_head = _layout(f"!IHBB32s{udp_part}II8s{rest}x")
     inner6_length = _U16.unpack_from  # at offset 4: the payload length of an inner IPv6
     trailers6 = _TUNNEL6_TRAILERS
 
@@ -1570,7 +1584,7 @@ def _fast_unprotect(sa: EspSA, window: ReplayWindow) -> _PacketPath:
     return unprotect_tunnel if sa._tunnel else unprotect_transport
 
 
-def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
+def _fast_decapsulate(sa: EspSA, window: ReplayWindow, flow: _FlowCheck | None) -> _DecapsulatePath:
     """``sa.decapsulate`` for a combined-mode transform and anti-replay on. Tunnel mode
     does not need the outer addresses; transport mode takes IPv4 and IPv6 ones. Short and
     the rest go to :meth:`EspSA.decapsulate`."""
@@ -1586,16 +1600,15 @@ def _fast_decapsulate(sa: EspSA, window: ReplayWindow) -> _DecapsulatePath:
     selectors = sa._selector_check
     # Transport mode: as in _fast_unprotect, the selector fields without parsing the
     # inner packet (its addresses are ``src`` and ``dst``, and it is never a fragment).
-    flow = _inbound_flow_check(sa._selectors, 0) if sa._selectors is not None else None
     check_padding = sa._check_padding
     nat = sa.config.nat_original if sa._encap is not None else None
     # SPI, sequence number and IV; the size asks for a trailer, the ICV and, in tunnel
     # mode, an inner IPv4 header.
     rest = 2 + sa._icv_len
-    tunnel_head = struct.Struct(f"!II8s{rest + IPV4_HEADER_LEN}x")
+    tunnel_head = _layout(f"!II8s{rest + IPV4_HEADER_LEN}x")
     inner_head = _VERSION_LENGTH.unpack_from
     trailers4 = _TUNNEL4_TRAILERS
-    transport_head = struct.Struct(f"!II8s{rest}x")
+    transport_head = _layout(f"!II8s{rest}x")
     # Transport mode: the outer addresses of the last call (None before the first: no
     # address is taken unchecked), and their words' sum (RFC 1071).
     last_src: bytes | None = None
