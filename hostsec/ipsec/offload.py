@@ -301,45 +301,26 @@ def _merge(group: list[bytes], mss: int, size: int, hlen: int, ipv6: int) -> Mer
     if len(group) == 1:
         return Merged(0, 0, 0, [first])
     if ipv6:
-        return _merge6(group, mss, size, hlen)
-    last_flags = group[-1][33]
-    # IPv4 header: new total length, checksum recomputed (RFC 791 3.1).
-    ip_head = first[:2] + _U16.pack(size) + first[4:10] + b"\x00\x00" + first[12:20]
-    ip_sum = ~ones_complement_sum(ip_head) & 0xFFFF
-    # TCP: the last segment's flags (PSH), checksum field = pseudo-header sum (partial).
-    tcp_len = size - IPV4_HEADER_LEN
-    pseudo = _fold(ones_complement_sum(first[12:20]) + IPPROTO_TCP + tcp_len)
+        # IPv6 header: the new payload length (RFC 8200 3).
+        ip_len, addresses = IPV6_HEADER_LEN, first[8:40]
+        ip_head = first[:4] + _U16.pack(size - ip_len) + first[6:40]
+    else:
+        # IPv4 header: new total length, checksum recomputed (RFC 791 3.1).
+        ip_len, addresses = IPV4_HEADER_LEN, first[12:20]
+        head = first[:2] + _U16.pack(size) + first[4:10] + b"\x00\x00" + first[12:20]
+        ip_head = head[:10] + _U16.pack(~ones_complement_sum(head) & 0xFFFF) + head[12:]
+    # TCP: the last segment's flags (PSH), checksum field = the pseudo-header sum (partial;
+    # RFC 793 3.1, RFC 8200 8.1: addresses, protocol, TCP length).
+    pseudo = _fold(ones_complement_sum(addresses) + IPPROTO_TCP + size - ip_len)
+    flags = ip_len + 13
     header = (
-        ip_head[:10]
-        + _U16.pack(ip_sum)
-        + ip_head[12:]
-        + first[20:33]
-        + bytes((last_flags,))
-        + first[34:36]
+        ip_head
+        + first[ip_len:flags]
+        + bytes((group[-1][flags],))
+        + first[flags + 1 : ip_len + 16]
         + _U16.pack(pseudo)
-        + first[38:hlen]
+        + first[ip_len + 18 : hlen]
     )
     parts: list[bytes | memoryview] = [header]
     parts += [memoryview(p)[hlen:] for p in group]
-    return Merged(mss, hlen, IPV4_HEADER_LEN, parts)
-
-
-def _merge6(group: list[bytes], mss: int, size: int, hlen: int) -> Merged:
-    """As _merge, over IPv6: a new payload length (RFC 8200 3); the TCP checksum field
-    holds the pseudo-header sum (RFC 8200 8.1: addresses, upper-layer length, next header)."""
-    first = group[0]
-    last_flags = group[-1][IPV6_HEADER_LEN + 13]
-    tcp_len = size - IPV6_HEADER_LEN
-    pseudo = _fold(ones_complement_sum(first[8:40]) + IPPROTO_TCP + tcp_len)
-    header = (
-        first[:4]
-        + _U16.pack(tcp_len)
-        + first[6:53]
-        + bytes((last_flags,))
-        + first[54:56]
-        + _U16.pack(pseudo)
-        + first[58:hlen]
-    )
-    parts: list[bytes | memoryview] = [header]
-    parts += [memoryview(p)[hlen:] for p in group]
-    return Merged(mss, hlen, IPV6_HEADER_LEN, parts)
+    return Merged(mss, hlen, ip_len, parts)
